@@ -1,0 +1,96 @@
+"""Megatron-Core's entry points (``core.fusions.fused_bias_swiglu``) with its contract.
+
+``input`` is ``[tokens, 2H]`` or ``[s, b, 2H]`` (any other rank is an ``AssertionError``,
+as in Megatron) and ``bias`` may be ``None``. Beyond Megatron: the weighted op takes a bias
+too, both take ``alpha``/``linear_offset``/``implementation`` keywords.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from swiglu_jax.ops import bias_swiglu, swiglu, weighted_swiglu
+
+
+def _check_rank(fn: str, input) -> tuple[int, ...]:
+    shape = jnp.shape(input)
+    if len(shape) not in (2, 3):
+        # Raised, not asserted, so that `python -O` keeps Megatron's contract.
+        raise AssertionError(
+            f"{fn}: input must be 2-D [tokens, 2H] or 3-D [s, b, 2H], "
+            f"got {len(shape)}-D input of shape {shape}"
+        )
+    return shape
+
+
+def bias_swiglu_impl(
+    input,
+    bias,
+    fp8_input_store: bool = False,
+    cpu_offload_input: bool = False,
+    clamp_value: float | None = None,
+    *,
+    alpha: float = 1.0,
+    linear_offset: float = 0.0,
+    implementation: str | None = None,
+) -> jax.Array:
+    """``swiglu(input [+ bias])`` for 2-D or 3-D ``input``; ``bias`` is ``(2H,)`` or ``None``.
+
+    Raises:
+      AssertionError: ``input`` is not 2-D or 3-D.
+      TypeError, ValueError, NotImplementedError: as :func:`swiglu_jax.swiglu`.
+    """
+    _check_rank("bias_swiglu_impl", input)
+    options = dict(
+        clamp_value=clamp_value, alpha=alpha, linear_offset=linear_offset,
+        fp8_input_store=fp8_input_store, cpu_offload_input=cpu_offload_input,
+        implementation=implementation,
+    )
+    if bias is None:
+        return swiglu(input, **options)
+    return bias_swiglu(input, bias, **options)
+
+
+def weighted_bias_swiglu_impl(
+    input,
+    bias,
+    weights,
+    fp8_input_store: bool = False,
+    clamp_value: float | None = None,
+    *,
+    cpu_offload_input: bool = False,
+    alpha: float = 1.0,
+    linear_offset: float = 0.0,
+    implementation: str | None = None,
+) -> jax.Array:
+    """``swiglu(input [+ bias]) * weights`` for 2-D or 3-D ``input``.
+
+    ``weights`` holds one weight per token: ``input.shape[:-1] + (1,)``, or ``(tokens, 1)``
+    with ``tokens`` the product of ``input.shape[:-1]`` (Megatron's flattened form). Its
+    gradient comes back in the shape it was given.
+
+    Raises:
+      AssertionError: ``input`` is not 2-D or 3-D.
+      ValueError: ``weights`` has neither accepted shape.
+      TypeError, ValueError, NotImplementedError: as :func:`swiglu_jax.weighted_swiglu`.
+    """
+    shape = _check_rank("weighted_bias_swiglu_impl", input)
+    if weights is not None:
+        token_shape = (*shape[:-1], 1)
+        tokens = math.prod(shape[:-1])
+        if jnp.shape(weights) == (tokens, 1):
+            weights = jnp.reshape(weights, token_shape)
+        elif jnp.shape(weights) != token_shape:
+            raise ValueError(
+                f"weighted_bias_swiglu_impl: weights must have shape {token_shape} or "
+                f"{(tokens, 1)} (one weight per token) for input.shape={shape}, "
+                f"got weights.shape={jnp.shape(weights)}"
+            )
+    return weighted_swiglu(
+        input, weights, bias=bias, clamp_value=clamp_value, alpha=alpha,
+        linear_offset=linear_offset, fp8_input_store=fp8_input_store,
+        cpu_offload_input=cpu_offload_input, implementation=implementation,
+    )

@@ -1,0 +1,113 @@
+"""An independent float64 NumPy reference and the tolerances the tests hold us to.
+
+Written from the formulas, not from ``swiglu_jax.reference``: the forward, and the
+backward with its analytic derivative, so that a mistake shared by the JAX code and its
+autodiff cannot hide. Used by the test suite and the demo.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+# Largest relative norm error ||actual - expected|| / ||expected|| allowed per dtype of
+# the computed array: a few roundings to the dtype, with room for float32 reductions.
+TOLERANCES = {
+    "float64": 1e-12,
+    "float32": 1e-5,
+    "float16": 2e-3,
+    "bfloat16": 1e-2,
+}
+
+
+def tolerance(dtype) -> float:
+    return TOLERANCES[np.dtype(dtype).name]
+
+
+def to_float64(x) -> np.ndarray:
+    return np.asarray(x).astype(np.float64)
+
+
+def relative_error(actual, expected) -> float:
+    """``||actual - expected|| / ||expected||`` in float64 (absolute if ``expected`` is 0)."""
+    actual, expected = to_float64(actual), to_float64(expected)
+    if actual.shape != expected.shape:
+        raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
+    scale = np.linalg.norm(expected)
+    error = np.linalg.norm(actual - expected)
+    return float(error / scale) if scale > 0 else float(error)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` without overflow for large ``|x|``."""
+    with np.errstate(over="ignore"):
+        e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _halves(y, bias, layout):
+    x = to_float64(y)
+    if bias is not None:
+        x = x + to_float64(bias)
+    if layout == "stacked":
+        return x[..., 0, :], x[..., 1, :]
+    h = x.shape[-1] // 2
+    return x[..., :h], x[..., h:]
+
+
+def fp8_round(y) -> np.ndarray:
+    """``y`` through a plain cast to float8_e4m3fn, as Megatron's fp8 input store does."""
+    return np.asarray(y).astype(ml_dtypes.float8_e4m3fn).astype(np.float64)
+
+
+def swiglu_forward(
+    y, bias=None, weights=None, *, clamp_value=None, alpha=1.0, linear_offset=0.0,
+    layout="split",
+) -> np.ndarray:
+    """The forward of every op in float64: ``(..., H)``."""
+    a, b = _halves(y, bias, layout)
+    if clamp_value is not None:
+        a = np.minimum(a, clamp_value)
+        b = np.clip(b, -clamp_value, clamp_value)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = a * sigmoid(alpha * a) * (b + linear_offset)
+        if weights is not None:
+            out = out * to_float64(weights)
+    return out
+
+
+def swiglu_backward(
+    g, y, bias=None, weights=None, *, clamp_value=None, alpha=1.0, linear_offset=0.0,
+    layout="split", fp8_input_store=False,
+) -> dict[str, np.ndarray]:
+    """The gradients in float64: ``{"y", "bias", "weights"}`` (the last two when given).
+
+    With ``fp8_input_store`` the derivative is taken at ``fp8_round(y)``, as the ops do.
+    """
+    if fp8_input_store:
+        y = fp8_round(y)
+    a, b = _halves(y, bias, layout)
+    g = to_float64(g)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if clamp_value is not None:
+            a_free, b_free = ~(a > clamp_value), ~(np.abs(b) > clamp_value)
+            a = np.minimum(a, clamp_value)
+            b = np.clip(b, -clamp_value, clamp_value)
+        s = sigmoid(alpha * a)
+        swish = a * s
+        grads = {}
+        if weights is not None:
+            grads["weights"] = np.sum(swish * (b + linear_offset) * g, axis=-1, keepdims=True)
+            g = g * to_float64(weights)
+        da = g * (b + linear_offset) * (s + alpha * a * s * (1 - s))
+        db = g * swish
+    if clamp_value is not None:
+        da, db = np.where(a_free, da, 0.0), np.where(b_free, db, 0.0)
+    if layout == "stacked":
+        dy = np.stack([da, db], axis=-2)
+    else:
+        dy = np.concatenate([da, db], axis=-1)
+    grads["y"] = dy
+    if bias is not None:
+        grads["bias"] = dy.reshape(-1, *np.shape(bias)).sum(axis=0)
+    return grads
