@@ -12,7 +12,8 @@ takes the TPU branch. Platforms without an entry in ``KERNELS`` use XLA.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from jax import lax
 

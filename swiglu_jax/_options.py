@@ -31,7 +31,9 @@ def _static_real(name: str, value: object) -> float:
 
 def _static_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a Python bool, got {value!r} of type {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a Python bool, got {value!r} of type {type(value).__name__}"
+        )
     return value
 
 
@@ -60,7 +62,7 @@ class Options:
 
     def __post_init__(self):
         # Normalize in place (frozen dataclass): numbers to float, None to "auto".
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        set_ = lambda name, value: object.__setattr__(self, name, value)
         if self.clamp_value is not None:
             clamp = _static_real("clamp_value", self.clamp_value)
             if not (math.isfinite(clamp) and clamp > 0):

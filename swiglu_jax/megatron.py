@@ -45,8 +45,11 @@ def bias_swiglu_impl(
     """
     _check_rank("bias_swiglu_impl", input)
     options = dict(
-        clamp_value=clamp_value, alpha=alpha, linear_offset=linear_offset,
-        fp8_input_store=fp8_input_store, cpu_offload_input=cpu_offload_input,
+        clamp_value=clamp_value,
+        alpha=alpha,
+        linear_offset=linear_offset,
+        fp8_input_store=fp8_input_store,
+        cpu_offload_input=cpu_offload_input,
         implementation=implementation,
     )
     if bias is None:
@@ -90,7 +93,13 @@ def weighted_bias_swiglu_impl(
                 f"got weights.shape={jnp.shape(weights)}"
             )
     return weighted_swiglu(
-        input, weights, bias=bias, clamp_value=clamp_value, alpha=alpha,
-        linear_offset=linear_offset, fp8_input_store=fp8_input_store,
-        cpu_offload_input=cpu_offload_input, implementation=implementation,
+        input,
+        weights,
+        bias=bias,
+        clamp_value=clamp_value,
+        alpha=alpha,
+        linear_offset=linear_offset,
+        fp8_input_store=fp8_input_store,
+        cpu_offload_input=cpu_offload_input,
+        implementation=implementation,
     )

@@ -30,9 +30,7 @@ def _swiglu_core(y, bias, weights, opts: Options):
 
 
 def _swiglu_core_fwd(y, bias, weights, opts: Options):
-    out, y_fp8 = _dispatch.call(
-        "forward", opts, y, bias, weights, save_fp8=opts.fp8_input_store
-    )
+    out, y_fp8 = _dispatch.call("forward", opts, y, bias, weights, save_fp8=opts.fp8_input_store)
     saved = y_fp8 if opts.fp8_input_store else y
     if opts.cpu_offload_input:
         # Host memory where the backend has it (GPU, TPU); XLA:CPU drops the annotation.
@@ -179,7 +177,12 @@ def swiglu(
       NotImplementedError: ``implementation`` names kernels this version does not have.
     """
     opts = Options(
-        clamp_value, alpha, linear_offset, fp8_input_store, cpu_offload_input, layout,
+        clamp_value,
+        alpha,
+        linear_offset,
+        fp8_input_store,
+        cpu_offload_input,
+        layout,
         implementation,
     )
     return _forward("swiglu", y, None, None, opts)
@@ -201,7 +204,12 @@ def bias_swiglu(
     split layout, ``(2, H)`` for the stacked one. Its gradient comes back reduced to that
     shape, in its dtype. Options, return value and errors as in :func:`swiglu`."""
     opts = Options(
-        clamp_value, alpha, linear_offset, fp8_input_store, cpu_offload_input, layout,
+        clamp_value,
+        alpha,
+        linear_offset,
+        fp8_input_store,
+        cpu_offload_input,
+        layout,
         implementation,
     )
     return _forward("bias_swiglu", y, _required("bias_swiglu", "bias", bias), None, opts)
@@ -227,7 +235,12 @@ def weighted_swiglu(
     dtype. Unlike Megatron, ``bias`` may be combined with ``weights``. Options, return
     value and errors as in :func:`swiglu`."""
     opts = Options(
-        clamp_value, alpha, linear_offset, fp8_input_store, cpu_offload_input, layout,
+        clamp_value,
+        alpha,
+        linear_offset,
+        fp8_input_store,
+        cpu_offload_input,
+        layout,
         implementation,
     )
     weights = _required("weighted_swiglu", "weights", weights)

@@ -61,7 +61,13 @@ def fp8_round(y) -> np.ndarray:
 
 
 def swiglu_forward(
-    y, bias=None, weights=None, *, clamp_value=None, alpha=1.0, linear_offset=0.0,
+    y,
+    bias=None,
+    weights=None,
+    *,
+    clamp_value=None,
+    alpha=1.0,
+    linear_offset=0.0,
     layout="split",
 ) -> np.ndarray:
     """The forward of every op in float64: ``(..., H)``."""
@@ -77,8 +83,16 @@ def swiglu_forward(
 
 
 def swiglu_backward(
-    g, y, bias=None, weights=None, *, clamp_value=None, alpha=1.0, linear_offset=0.0,
-    layout="split", fp8_input_store=False,
+    g,
+    y,
+    bias=None,
+    weights=None,
+    *,
+    clamp_value=None,
+    alpha=1.0,
+    linear_offset=0.0,
+    layout="split",
+    fp8_input_store=False,
 ) -> dict[str, np.ndarray]:
     """The gradients in float64: ``{"y", "bias", "weights"}`` (the last two when given).
 

@@ -11,8 +11,9 @@ VARIANTS = ("plain", "bias", "weighted", "weighted_bias")
 LAYOUTS = ("split", "stacked")
 
 
-def make_inputs(rng, variant, lead, hidden, dtype, *, layout="split", scale=2.0,
-                weights_dtype=jnp.float32):
+def make_inputs(
+    rng, variant, lead, hidden, dtype, *, layout="split", scale=2.0, weights_dtype=jnp.float32
+):
     """``(y, bias, weights)`` for ``variant``, with ``None`` for what it does not use."""
     row = (2, hidden) if layout == "stacked" else (2 * hidden,)
     y = jnp.asarray(scale * rng.standard_normal((*lead, *row)), dtype)
@@ -49,8 +50,9 @@ def random_like(rng, x):
 
 def reference_options(options):
     """The options the NumPy reference understands (it has no notion of offload)."""
-    return {k: v for k, v in options.items() if k in
-            ("clamp_value", "alpha", "linear_offset", "layout")}
+    return {
+        k: v for k, v in options.items() if k in ("clamp_value", "alpha", "linear_offset", "layout")
+    }
 
 
 def as_np(x):

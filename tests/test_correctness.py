@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import jax
-import jax.test_util
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import pytest
 from conftest import DTYPES
 from helpers import (
     LAYOUTS,
     VARIANTS,
-    apply,
     apply_dict,
     differentiable_args,
     make_inputs,
@@ -79,21 +78,24 @@ def test_shapes(rng, variant, dtype, layout, lead, hidden):
 @pytest.mark.parametrize("side_dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
 def test_mixed_dtypes(rng, y_dtype, side_dtype):
     """Bias and weights of another dtype than y: output in y's, gradients in their own."""
-    y, bias, weights = make_inputs(rng, "weighted_bias", (9,), 20, y_dtype,
-                                   weights_dtype=side_dtype)
+    y, bias, weights = make_inputs(
+        rng, "weighted_bias", (9,), 20, y_dtype, weights_dtype=side_dtype
+    )
     bias = bias.astype(side_dtype)
     args = differentiable_args(y, bias, weights)
     out, vjp = jax.vjp(lambda a: apply_dict("weighted_bias", a), args)
     assert out.dtype == y.dtype
     assert testing.relative_error(out, testing.swiglu_forward(y, bias, weights)) <= (
-        testing.tolerance(y_dtype))
+        testing.tolerance(y_dtype)
+    )
     g = random_like(rng, out)
     grads = vjp(g)[0]
     expected = testing.swiglu_backward(g, y, bias, weights)
     for name in grads:
         assert grads[name].dtype == args[name].dtype
         assert testing.relative_error(grads[name], expected[name]) <= (
-            testing.tolerance(grads[name].dtype))
+            testing.tolerance(grads[name].dtype)
+        )
 
 
 def test_one_rounding_at_the_end(rng):
@@ -128,13 +130,15 @@ def test_jnp_reference_agrees_with_numpy(rng, variant, layout, options):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("options", [{}, {"clamp_value": 1.0}, OPTIONS["gpt_oss"]],
-                         ids=["default", "clamp", "gpt_oss"])
+@pytest.mark.parametrize(
+    "options", [{}, {"clamp_value": 1.0}, OPTIONS["gpt_oss"]], ids=["default", "clamp", "gpt_oss"]
+)
 def test_finite_differences_float64(rng, variant, layout, options):
     """Gradients of the ops agree with central differences in float64."""
     with jax.enable_x64(True):
-        y, bias, weights = make_inputs(rng, variant, (4,), 6, jnp.float64, layout=layout,
-                                       weights_dtype=jnp.float64)
+        y, bias, weights = make_inputs(
+            rng, variant, (4,), 6, jnp.float64, layout=layout, weights_dtype=jnp.float64
+        )
         clamp = options.get("clamp_value")
         if clamp is not None:
             # Keep every pre-activation away from the clamp's kinks.
@@ -142,7 +146,7 @@ def test_finite_differences_float64(rng, variant, layout, options):
             near = np.abs(np.abs(x) - clamp) < 1e-2
             y = jnp.where(near, y + 0.1, y)
         args = differentiable_args(y, bias, weights)
-        f = lambda a: apply_dict(variant, a, layout=layout, **options)  # noqa: E731
+        f = lambda a: apply_dict(variant, a, layout=layout, **options)
         jax.test_util.check_grads(f, (args,), order=1, modes=("rev",), eps=1e-6)
 
 
@@ -170,8 +174,7 @@ def test_back_functions_match_vjp(rng, variant):
 
 def test_back_functions_against_numpy(rng):
     """The raw gradients in bfloat16 with float32 weights, and the stacked layout."""
-    y, bias, weights = make_inputs(rng, "weighted_bias", (11,), 7, jnp.bfloat16,
-                                   layout="stacked")
+    y, bias, weights = make_inputs(rng, "weighted_bias", (11,), 7, jnp.bfloat16, layout="stacked")
     g = jnp.asarray(rng.standard_normal((11, 7)), jnp.bfloat16)
     dy, dweights = sj.weighted_swiglu_back(g, y, weights, bias=bias, layout="stacked")
     expected = testing.swiglu_backward(g, y, bias, weights, layout="stacked")
@@ -180,7 +183,8 @@ def test_back_functions_against_numpy(rng):
     assert testing.relative_error(dweights, expected["weights"]) <= 1e-5
     dy = sj.swiglu_back(g, y, layout="stacked")
     assert testing.relative_error(dy, testing.swiglu_backward(g, y, layout="stacked")["y"]) <= (
-        testing.tolerance(jnp.bfloat16))
+        testing.tolerance(jnp.bfloat16)
+    )
     dy = sj.bias_swiglu_back(g, y, bias, layout="stacked")
     expected = testing.swiglu_backward(g, y, bias, layout="stacked")["y"]
     assert testing.relative_error(dy, expected) <= testing.tolerance(jnp.bfloat16)
