@@ -1,0 +1,157 @@
+"""The main job: every op run on this machine and checked against the float64 reference.
+
+    python -m swiglu_jax.demo [--rows N] [--hidden H] [--seed S]
+
+Prints what it runs on, a table of forward and gradient errors (relative norm error
+against the NumPy float64 reference, next to the dtype's tolerance), and the wall-clock
+time of a jitted forward and forward+backward. Exits with status 1 if a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import swiglu_jax as sj
+from swiglu_jax import testing
+
+GPT_OSS = {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0}
+
+# name -> (uses bias, uses weights, options)
+CASES: dict[str, tuple[bool, bool, dict]] = {
+    "swiglu": (False, False, {}),
+    "bias_swiglu": (True, False, {}),
+    "weighted_swiglu": (False, True, {}),
+    "weighted_swiglu + bias": (True, True, {}),
+    "swiglu, clamp_value=1": (False, False, {"clamp_value": 1.0}),
+    "swiglu, GPT-OSS": (False, False, GPT_OSS),
+    "swiglu, fp8 input store": (False, False, {"fp8_input_store": True}),
+    "bias_swiglu, stacked layout": (True, False, {"layout": "stacked"}),
+}
+
+
+def _inputs(rng, rows, hidden, dtype, with_bias, with_weights, layout):
+    row = (2, hidden) if layout == "stacked" else (2 * hidden,)
+    args = {"y": jnp.asarray(2 * rng.standard_normal((rows, *row)), dtype)}
+    if with_bias:
+        args["bias"] = jnp.asarray(rng.standard_normal(row), dtype)
+    if with_weights:
+        args["weights"] = jnp.asarray(rng.uniform(size=(rows, 1)), jnp.float32)
+    return args
+
+
+def _op(args, options):
+    if "weights" in args:
+        return sj.weighted_swiglu(args["y"], args["weights"], bias=args.get("bias"), **options)
+    if "bias" in args:
+        return sj.bias_swiglu(args["y"], args["bias"], **options)
+    return sj.swiglu(args["y"], **options)
+
+
+def check(name, rng, rows, hidden, dtype) -> tuple[float, float, bool]:
+    """Forward and gradient errors of one case, and whether both are within tolerance."""
+    with_bias, with_weights, options = CASES[name]
+    args = _inputs(rng, rows, hidden, dtype, with_bias, with_weights, options.get("layout"))
+    out, vjp = jax.jit(lambda a: jax.vjp(lambda a: _op(a, options), a))(args)
+    g = jnp.asarray(rng.standard_normal(out.shape), out.dtype)
+    grads = jax.jit(lambda v, g: v(g)[0])(vjp, g)
+    ref = {k: v for k, v in options.items() if k != "fp8_input_store"}
+    expected = testing.swiglu_forward(args["y"], args.get("bias"), args.get("weights"), **ref)
+    expected_grads = testing.swiglu_backward(
+        g,
+        args["y"],
+        args.get("bias"),
+        args.get("weights"),
+        fp8_input_store=options.get("fp8_input_store", False),
+        **ref,
+    )
+    fwd_error = testing.relative_error(out, expected)
+    ok = fwd_error <= testing.tolerance(dtype)
+    grad_error = 0.0
+    for key, grad in grads.items():
+        error = testing.relative_error(grad, expected_grads[key])
+        grad_error = max(grad_error, error)
+        ok &= error <= testing.tolerance(grad.dtype)
+    return fwd_error, grad_error, ok
+
+
+def _wall_time(fn: Callable, *args, repeats: int = 20) -> float:
+    """Median seconds per call of a jitted ``fn``, after a warm-up call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def speed(rng, rows, hidden, dtype) -> list[tuple[str, float, float]]:
+    """(what, microseconds, GB/s of the minimum bytes) for a jitted forward and backward."""
+    y = jnp.asarray(rng.standard_normal((rows, 2 * hidden)), dtype)
+    g = jnp.asarray(rng.standard_normal((rows, hidden)), dtype)
+    element = jnp.dtype(dtype).itemsize
+    forward = jax.jit(sj.swiglu)
+    backward = jax.jit(sj.swiglu_back)
+    results = []
+    for what, fn, args, elements in (
+        ("forward", forward, (y,), 3 * rows * hidden),
+        ("backward", backward, (g, y), 5 * rows * hidden),
+    ):
+        seconds = _wall_time(fn, *args)
+        results.append((what, seconds * 1e6, elements * element / seconds / 1e9))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=257, help="tokens per check (default 257)")
+    parser.add_argument("--hidden", type=int, default=344, help="H of the checks (default 344)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
+    rng = np.random.default_rng(seed)
+
+    device = jax.devices()[0]
+    print(
+        f"swiglu-jax {sj.__version__} on jax {jax.__version__}, backend "
+        f"{jax.default_backend()} ({device.device_kind}), seed {seed}"
+    )
+    print(
+        f"\nChecks against the float64 NumPy reference, y of shape "
+        f"({args.rows}, 2*{args.hidden}); relative norm errors, forward and worst gradient:\n"
+    )
+    header = f"{'op':<30} {'dtype':<9} {'forward':>9} {'gradient':>9} {'tolerance':>9}  result"
+    print(header)
+    print("-" * len(header))
+    failures = 0
+    for name in CASES:
+        for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+            fwd, grad, ok = check(name, rng, args.rows, args.hidden, dtype)
+            failures += not ok
+            dtype_name = jnp.dtype(dtype).name
+            print(
+                f"{name:<30} {dtype_name:<9} {fwd:9.2e} {grad:9.2e} "
+                f"{testing.tolerance(dtype):9.0e}  {'ok' if ok else 'FAILED'}"
+            )
+
+    rows, hidden = 4096, 2048
+    print(
+        f"\nWall-clock per jitted call on {device.device_kind}, y of shape ({rows}, 2*{hidden}),"
+        f" bfloat16 (XLA path; GB/s of the minimum bytes moved):\n"
+    )
+    for what, micros, gbps in speed(rng, rows, hidden, jnp.bfloat16):
+        print(f"  {what:<9} {micros:10.1f} us {gbps:8.1f} GB/s")
+
+    print(f"\n{'All checks passed.' if not failures else f'{failures} checks FAILED.'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
