@@ -1,0 +1,52 @@
+"""The elementwise math every implementation shares, on float32 (or float64) values.
+
+The XLA path applies these functions to whole arrays, the Pallas kernels to the blocks
+they load, so every implementation computes the same expression in the same order.
+``a`` is the gate and ``b`` the linear half, bias already added, before any clamp.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from swiglu_jax._options import Options
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))``: 0 or 1 at large magnitudes, never NaN for finite ``x``.
+
+    Written with ``exp`` (not ``lax.logistic``) because every Pallas backend lowers it.
+    """
+    return 1 / (1 + jnp.exp(-x))
+
+
+def _clamped(a, b, clamp_value):
+    if clamp_value is None:
+        return a, b
+    return jnp.minimum(a, clamp_value), jnp.clip(b, -clamp_value, clamp_value)
+
+
+def forward(a, b, weights, opts: Options):
+    """``act(a) * (b + linear_offset) [* weights]`` with ``act(a) = a * sigmoid(alpha a)``."""
+    a, b = _clamped(a, b, opts.clamp_value)
+    out = a * sigmoid(opts.alpha * a) * (b + opts.linear_offset)
+    return out if weights is None else out * weights
+
+
+def backward(g, a, b, weights, opts: Options):
+    """Returns ``(da, db, h)``: the gradients with respect to the gate and the linear half
+    for the output cotangent ``g``, and the unweighted output ``h``, whose product with
+    ``g`` summed over the hidden axis is the weights' gradient."""
+    a_clamped, b_clamped = _clamped(a, b, opts.clamp_value)
+    sig = sigmoid(opts.alpha * a_clamped)
+    act = a_clamped * sig
+    linear = b_clamped + opts.linear_offset
+    g_out = g if weights is None else g * weights
+    # d/da [a sigmoid(alpha a)] = sigmoid(alpha a) (1 + alpha a (1 - sigmoid(alpha a)))
+    da = g_out * linear * sig * (1 + opts.alpha * a_clamped * (1 - sig))
+    db = g_out * act
+    if opts.clamp_value is not None:
+        # Zero where a clamp was active; NaN is never "clamped", so it propagates.
+        da = jnp.where(a > opts.clamp_value, 0, da)
+        db = jnp.where(jnp.abs(b) > opts.clamp_value, 0, db)
+    return da, db, act * linear
