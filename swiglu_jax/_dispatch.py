@@ -1,24 +1,46 @@
 """Which code computes an op: the implementations and the choice among them.
 
-An implementation is a pair of functions on the canonical shapes (see ``_xla``):
-``forward(y, bias, weights, opts, *, save_fp8) -> (out, y_fp8 | None)`` and
-``backward(g, y, bias, weights, opts, *, dy_dtype) -> (dy, dbias, dweights)``.
+An implementation is a pair of functions on the canonical shapes (see ``_xla`` and
+``kernels/__init__.py``): ``forward(y, bias, weights, opts, *, save_fp8)`` and
+``backward(g, y, bias, weights, opts, *, dy_dtype)``.
 
-``implementation="auto"`` is resolved when the computation is lowered, not when it is
-traced, through ``lax.platform_dependent``: a function exported for TPU from a CPU host
-takes the TPU branch. Platforms without an entry in ``KERNELS`` use XLA.
+``implementation`` names:
+
+- ``"xla"``: plain ``jax.numpy``, fused by XLA, on every platform.
+- ``"pallas:triton"``, ``"pallas:mosaic_gpu"``, ``"pallas:tpu"``: one kernel backend.
+- ``"pallas"``: the kernels of the platform the computation is lowered for: Mosaic TPU on
+  TPU; on CUDA, Mosaic GPU where the local GPU is a Hopper or newer and Triton otherwise.
+  Lowering for a platform without kernels (CPU) raises ``NotImplementedError``.
+- ``"interpret:<backend>"``: that backend's kernels in Pallas interpret mode, on any
+  platform (TPU semantics for ``"interpret:tpu"``); ``"interpret"`` is
+  ``"interpret:triton"``.
+- ``"auto"``: ``"pallas"`` where kernels exist for the platform and the input (TPU; CUDA
+  GPUs of compute capability 8.0 and newer), XLA otherwise.
+
+The platform is the one the computation is *lowered* for, chosen through
+``lax.platform_dependent``: a function exported for TPU from a CPU host takes the TPU
+branch. Only the CUDA choice between Mosaic GPU and Triton looks at the local device,
+since both lower for the same platform.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
 from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import mlir
 
 from swiglu_jax import _xla
 from swiglu_jax._options import Options
+
+KERNEL_BACKENDS = ("triton", "mosaic_gpu", "tpu")
+MIN_TRITON_CAPABILITY = 8.0  # Ampere
+MIN_MOSAIC_GPU_CAPABILITY = 9.0  # Hopper
 
 
 class Implementation(NamedTuple):
@@ -29,30 +51,112 @@ class Implementation(NamedTuple):
 
 XLA = Implementation("xla", _xla.forward, _xla.backward)
 
-# Pallas kernels by lowering platform ("cuda", "rocm", "tpu"). Empty until the kernel
-# backends land; "auto" then falls back to XLA everywhere.
-KERNELS: dict[str, Implementation] = {}
 
-
-def _explicit(choice: str) -> Implementation:
-    if choice == "xla":
-        return XLA
-    raise NotImplementedError(
-        f"implementation={choice!r} is not available: this version of swiglu_jax has no "
-        "Pallas kernels yet. Use implementation='xla', or 'auto' (XLA on every platform "
-        "for now)."
+@functools.cache
+def kernel(backend: str, interpret: bool = False) -> Implementation:
+    """The Pallas kernels of ``backend`` (imported on first use), natively or interpreted."""
+    module = importlib.import_module(f"swiglu_jax.kernels.{backend}")
+    name = f"{'interpret' if interpret else 'pallas'}:{backend}"
+    return Implementation(
+        name,
+        functools.partial(module.forward, interpret=interpret),
+        functools.partial(module.backward, interpret=interpret),
     )
+
+
+def _local_cuda_capability() -> float | None:
+    """Compute capability of the first local CUDA GPU, ``None`` without one."""
+    try:
+        devices = jax.devices("cuda")
+    except RuntimeError:
+        return None
+    capability = getattr(devices[0], "compute_capability", None) if devices else None
+    return float(capability) if capability else None
+
+
+def _cuda_kernel_backend() -> str | None:
+    capability = _local_cuda_capability()
+    if capability is None:
+        return "triton"  # Lowering for CUDA without a GPU here: the portable backend.
+    if capability >= MIN_MOSAIC_GPU_CAPABILITY:
+        return "mosaic_gpu"
+    if capability >= MIN_TRITON_CAPABILITY:
+        return "triton"
+    return None
+
+
+# Lowering for a platform that has no kernels under implementation="pallas" must fail
+# when lowered, not when traced (every platform_dependent branch is traced): this
+# primitive carries the message to its lowering rule.
+_no_kernels_p = Primitive("swiglu_no_kernels")
+_no_kernels_p.multiple_results = True
+_no_kernels_p.def_abstract_eval(lambda *args, out_avals, message: out_avals)
+
+
+def _no_kernels_lowering(ctx, *args, out_avals, message):
+    raise NotImplementedError(message)
+
+
+mlir.register_lowering(_no_kernels_p, _no_kernels_lowering)
+
+
+def _fails_when_lowered(reference_fn: Callable, message: str) -> Callable:
+    def branch(*args):
+        out_shape = jax.eval_shape(reference_fn, *args)
+        leaves, tree = jax.tree.flatten(out_shape)
+        avals = tuple(jax.core.ShapedArray(x.shape, x.dtype) for x in leaves)
+        outs = _no_kernels_p.bind(*jax.tree.leaves(args), out_avals=avals, message=message)
+        return jax.tree.unflatten(tree, outs)
+
+    return branch
+
+
+def _kernel_or_xla(backend: str, method: str, static: dict) -> Callable:
+    """The kernel of ``backend``, or XLA where this JAX lacks what the kernel needs
+    (``ImportError``) or the kernel declines the input (``NotImplementedError``)."""
+
+    def branch(*args):
+        try:
+            return functools.partial(getattr(kernel(backend), method), **static)(*args)
+        except (ImportError, NotImplementedError):
+            return functools.partial(getattr(XLA, method), **static)(*args)
+
+    return branch
 
 
 def call(method: str, opts: Options, *args, **static):
     """Runs ``method`` ("forward" or "backward") of the implementation ``opts`` selects."""
-    if opts.implementation != "auto":
-        return getattr(_explicit(opts.implementation), method)(*args, opts, **static)
+    choice = opts.implementation
 
-    def branch(impl: Implementation):
+    def fn(impl: Implementation) -> Callable:
         return functools.partial(getattr(impl, method), opts=opts, **static)
 
-    if not KERNELS:
-        return branch(XLA)(*args)
-    per_platform = {platform: branch(impl) for platform, impl in KERNELS.items()}
-    return lax.platform_dependent(*args, default=branch(XLA), **per_platform)
+    if choice == "xla":
+        return fn(XLA)(*args)
+    if choice == "interpret":
+        choice = "interpret:triton"
+    if ":" in choice:
+        mode, backend = choice.split(":")
+        return fn(kernel(backend, interpret=mode == "interpret"))(*args)
+
+    cuda_backend = _cuda_kernel_backend()
+    if choice == "pallas":
+        message = (
+            "implementation='pallas': swiglu_jax has Pallas kernels for CUDA GPUs and TPUs "
+            "only; lowering for {platform} needs implementation='xla', 'auto' or "
+            "'interpret'."
+        )
+        branches = {
+            "cuda": fn(kernel(cuda_backend or "triton")),
+            "tpu": fn(kernel("tpu")),
+            "cpu": _fails_when_lowered(fn(XLA), message.format(platform="cpu")),
+        }
+        default = _fails_when_lowered(fn(XLA), message.format(platform="this platform"))
+        return lax.platform_dependent(*args, default=default, **branches)
+
+    # "auto"
+    params = dict(opts=opts, **static)
+    branches = {"tpu": _kernel_or_xla("tpu", method, params)}
+    if cuda_backend is not None:
+        branches["cuda"] = _kernel_or_xla(cuda_backend, method, params)
+    return lax.platform_dependent(*args, default=fn(XLA), **branches)

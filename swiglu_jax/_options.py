@@ -10,13 +10,25 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import typing
 from typing import Literal
 
 Layout = Literal["split", "stacked"]
-ImplementationName = Literal["auto", "pallas", "interpret", "xla"]
+ImplementationName = Literal[
+    "auto",
+    "xla",
+    "pallas",
+    "pallas:triton",
+    "pallas:mosaic_gpu",
+    "pallas:tpu",
+    "interpret",
+    "interpret:triton",
+    "interpret:mosaic_gpu",
+    "interpret:tpu",
+]
 
 LAYOUTS: tuple[str, ...] = ("split", "stacked")
-IMPLEMENTATIONS: tuple[str, ...] = ("auto", "pallas", "interpret", "xla")
+IMPLEMENTATIONS: tuple[str, ...] = typing.get_args(ImplementationName)
 
 
 def _static_real(name: str, value: object) -> float:
@@ -49,7 +61,8 @@ class Options:
       fp8_input_store: save the input for the backward as ``float8_e4m3fn``.
       cpu_offload_input: keep the saved input in host memory between forward and backward.
       layout: ``"split"`` (``[gate | up]`` on the last axis) or ``"stacked"`` (``(..., 2, H)``).
-      implementation: ``"auto"``, ``"pallas"``, ``"interpret"`` or ``"xla"``.
+      implementation: ``"auto"``, ``"xla"``, ``"pallas"``, ``"interpret"``, or a kernel
+        backend by name (``"pallas:triton"``, ``"interpret:tpu"``...): see ``_dispatch``.
     """
 
     clamp_value: float | None = None

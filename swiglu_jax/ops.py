@@ -121,16 +121,23 @@ class _Call:
         return out.reshape(self.out_shape)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _backward_core(opts: Options, g, y, bias, weights):
+    return _dispatch.call("backward", opts, g, y, bias, weights, dy_dtype=y.dtype)
+
+
+# Jitted so that eager calls reuse the traced dispatch; inlined under an outer jit.
+_swiglu_core_jit = jax.jit(_swiglu_core, static_argnums=3)
+
+
 def _forward(fn: str, y, bias, weights, opts: Options) -> jax.Array:
     call = _Call(fn, opts, y, bias=bias, weights=weights)
-    return call.output(_swiglu_core(call.y, call.bias, call.weights, opts))
+    return call.output(_swiglu_core_jit(call.y, call.bias, call.weights, opts))
 
 
 def _backward(fn: str, g, y, bias, weights, opts: Options):
     call = _Call(fn, opts, y, bias=bias, weights=weights, g=g)
-    dy, _, dweights = _dispatch.call(
-        "backward", opts, call.g, call.y, call.bias, call.weights, dy_dtype=call.y.dtype
-    )
+    dy, _, dweights = _backward_core(opts, call.g, call.y, call.bias, call.weights)
     dy = dy.reshape(call.y_shape)
     return dy if weights is None else (dy, dweights.reshape(call.weights_shape))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -57,3 +58,23 @@ def reference_options(options):
 
 def as_np(x):
     return None if x is None else np.asarray(x)
+
+
+# A Hopper GPU to lower for when this host has none (the Triton and Mosaic GPU lowerings
+# ask the device for its compute capability).
+H100 = jax.sharding.AbstractDevice(
+    device_kind="NVIDIA H100 80GB HBM3", num_cores=132, platform="gpu"
+)
+GPU_CUSTOM_CALLS = ("__gpu$xla.gpu.triton", "mosaic_gpu_v2", "mosaic_gpu")
+
+
+def exported_text(f, *args, platform: str) -> str:
+    """The StableHLO text of ``jax.jit(f)`` exported for ``platform`` from this host."""
+    specs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), args)
+    checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in GPU_CUSTOM_CALLS]
+    exporter = jax.export.export(jax.jit(f), platforms=[platform], disabled_checks=checks)
+    if platform != "cuda":
+        return exporter(*specs).mlir_module()
+    mesh = jax.sharding.AbstractMesh((1,), ("x",), abstract_device=H100)
+    with jax.sharding.use_abstract_mesh(mesh):
+        return exporter(*specs).mlir_module()

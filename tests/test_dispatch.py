@@ -1,4 +1,5 @@
-"""implementation=: explicit choices, and "auto" resolved for the platform lowered for."""
+"""implementation=: explicit choices, and "auto"/"pallas" resolved for the platform the
+computation is lowered for (not the one tracing it)."""
 
 from __future__ import annotations
 
@@ -6,74 +7,86 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import make_inputs
+from helpers import exported_text, make_inputs
 
 import swiglu_jax as sj
-from swiglu_jax import _dispatch, _xla
+
+TRITON = "stablehlo.custom_call @__gpu$xla.gpu.triton"
+TPU = "tpu_custom_call"
 
 
-@pytest.mark.parametrize("implementation", [None, "auto", "xla"])
-def test_available_implementations_agree(rng, implementation):
+def value_and_grad(**options):
+    """Forward and backward of bias_swiglu, as one function of (y, bias)."""
+
+    def loss(y, bias):
+        return jnp.sum(sj.bias_swiglu(y, bias, **options).astype(jnp.float32))
+
+    return jax.value_and_grad(loss, argnums=(0, 1))
+
+
+@pytest.mark.parametrize("implementation", [None, "auto", "xla", "interpret", "interpret:triton"])
+def test_implementations_agree_on_cpu(rng, implementation):
     y, bias, _ = make_inputs(rng, "bias", (5,), 12, jnp.float32)
-    expected = sj.bias_swiglu(y, bias, implementation="xla")
-    np.testing.assert_array_equal(sj.bias_swiglu(y, bias, implementation=implementation), expected)
+    expected = value_and_grad(implementation="xla")(y, bias)
+    actual = value_and_grad(implementation=implementation)(y, bias)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("implementation", ["pallas", "interpret"])
-def test_kernel_implementations_not_there_yet(implementation):
-    with pytest.raises(NotImplementedError, match=f"implementation='{implementation}'"):
-        sj.swiglu(jnp.ones((2, 4)), implementation=implementation)
-    with pytest.raises(NotImplementedError, match=f"implementation='{implementation}'"):
-        sj.swiglu_back(jnp.ones((2, 2)), jnp.ones((2, 4)), implementation=implementation)
+def test_pallas_on_cpu_is_a_clear_error(rng):
+    y, bias, _ = make_inputs(rng, "bias", (5,), 12, jnp.float32)
+    with pytest.raises(NotImplementedError, match=r"implementation='pallas'.*lowering for cpu"):
+        value_and_grad(implementation="pallas")(y, bias)
+    with pytest.raises(NotImplementedError, match="implementation='pallas'"):
+        sj.swiglu_back(jnp.ones((2, 2)), jnp.ones((2, 4)), implementation="pallas")
 
 
-# Constants no real implementation emits, one per direction.
-FORWARD_MARKER, BACKWARD_MARKER = 12345.0, 54321.0
-MARKERS = ("1.234500e+04", "5.432100e+04")
+@pytest.mark.parametrize("implementation", [None, "auto", "pallas"])
+def test_kernels_where_the_lowering_platform_has_them(rng, implementation):
+    """Exported from this CPU host: TPU and CUDA get the kernels forward and backward."""
+    y, bias, _ = make_inputs(rng, "bias", (8,), 256, jnp.bfloat16)
+    f = value_and_grad(implementation=implementation)
+    assert exported_text(f, y, bias, platform="cuda").count(TRITON) == 2
+    assert exported_text(f, y, bias, platform="tpu").count(TPU) >= 2
+    if implementation != "pallas":
+        cpu = exported_text(f, y, bias, platform="cpu")
+        assert TPU not in cpu and "triton" not in cpu
 
 
-def _marked_forward(y, bias, weights, opts, *, save_fp8):
-    out, y_fp8 = _xla.forward(y, bias, weights, opts, save_fp8=save_fp8)
-    return out * FORWARD_MARKER, y_fp8
+def test_xla_never_uses_kernels(rng):
+    y, bias, _ = make_inputs(rng, "bias", (8,), 256, jnp.bfloat16)
+    f = value_and_grad(implementation="xla")
+    assert "triton" not in exported_text(f, y, bias, platform="cuda")
+    assert TPU not in exported_text(f, y, bias, platform="tpu")
 
 
-def _marked_backward(g, y, bias, weights, opts, *, dy_dtype):
-    dy, dbias, dweights = _xla.backward(g, y, bias, weights, opts, dy_dtype=dy_dtype)
-    return dy * BACKWARD_MARKER, dbias, dweights
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_explicit_backend(rng, platform):
+    y, bias, _ = make_inputs(rng, "bias", (8,), 256, jnp.bfloat16)
+    backend = "triton" if platform == "cuda" else "tpu"
+    f = value_and_grad(implementation=f"pallas:{backend}")
+    marker = TRITON if platform == "cuda" else TPU
+    assert marker in exported_text(f, y, bias, platform=platform)
 
 
-@pytest.fixture
-def fake_tpu_kernel(monkeypatch):
-    fake = _dispatch.Implementation("fake", _marked_forward, _marked_backward)
-    monkeypatch.setitem(_dispatch.KERNELS, "tpu", fake)
+def test_auto_falls_back_to_xla_for_float64(rng):
+    """The kernels decline float64; "auto" then computes with XLA, also on TPU and CUDA."""
+    with jax.enable_x64(True):
+        y, bias, _ = make_inputs(rng, "bias", (4,), 16, jnp.float64)
+        f = value_and_grad()
+        assert "triton" not in exported_text(f, y, bias, platform="cuda")
+        assert TPU not in exported_text(f, y, bias, platform="tpu")
+        np.testing.assert_allclose(f(y, bias)[0], value_and_grad(implementation="xla")(y, bias)[0])
 
 
-def _export_text(f, x, platform):
-    spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
-    return jax.export.export(jax.jit(f), platforms=[platform])(spec).mlir_module()
+def test_exported_for_several_platforms(rng):
+    """One export for several platforms works with implementation="xla" and runs here.
 
-
-def test_auto_follows_the_lowering_platform(fake_tpu_kernel, rng):
-    """A function exported for TPU from a CPU host takes the TPU branch, forward and
-    backward; lowered for CPU it takes XLA's; "xla" never takes the kernel."""
-    y = jnp.asarray(rng.standard_normal((4, 8)), jnp.float32)
-    auto = lambda y: jax.value_and_grad(lambda y: jnp.sum(sj.swiglu(y)))(y)
-    forced = lambda y: jax.value_and_grad(lambda y: jnp.sum(sj.swiglu(y, implementation="xla")))(y)
-    tpu = _export_text(auto, y, "tpu")
-    assert all(marker in tpu for marker in MARKERS)
-    for text in (_export_text(auto, y, "cpu"), _export_text(forced, y, "tpu")):
-        assert not any(marker in text for marker in MARKERS)
-    # Run here (CPU), auto computes with XLA.
-    value, grad = jax.jit(auto)(y)
-    expected_value, expected_grad = jax.jit(forced)(y)
-    np.testing.assert_array_equal(value, expected_value)
-    np.testing.assert_array_equal(grad, expected_grad)
-
-
-def test_auto_with_several_platforms(fake_tpu_kernel, rng):
-    """Exported for several platforms at once, each keeps its own branch."""
-    y = jnp.asarray(rng.standard_normal((4, 8)), jnp.float32)
+    (Pallas kernels can't take part: JAX lowers every platform_dependent branch for every
+    platform of a multi-platform export, and a pallas_call lowers for its own only.)
+    """
+    y = jnp.asarray(rng.standard_normal((4, 256)), jnp.float32)
     spec = jax.ShapeDtypeStruct(y.shape, y.dtype)
-    exported = jax.export.export(jax.jit(sj.swiglu), platforms=["cpu", "tpu"])(spec)
-    assert MARKERS[0] in exported.mlir_module()
+    f = jax.jit(lambda y: sj.swiglu(y, implementation="xla"))
+    exported = jax.export.export(f, platforms=["cpu", "tpu", "cuda"])(spec)
     np.testing.assert_array_equal(exported.call(y), sj.swiglu(y, implementation="xla"))

@@ -1,0 +1,142 @@
+"""The Triton-lowered Pallas kernels: interpret mode against the float64 reference, and
+lowering for CUDA from this CPU host."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import DTYPES
+from helpers import exported_text
+
+from swiglu_jax import testing
+from swiglu_jax._options import Options
+from swiglu_jax.kernels import triton as kernels
+from swiglu_jax.kernels.config import BlockConfig
+
+OPTIONS = {
+    "default": Options(),
+    "clamp": Options(clamp_value=1.5),
+    "gpt_oss": Options(clamp_value=7.0, alpha=1.702, linear_offset=1.0),
+}
+VARIANTS = {
+    "plain": (False, False),
+    "bias": (True, False),
+    "weighted": (False, True),
+    "weighted_bias": (True, True),
+}
+# Tiles smaller than the arrays, so that every shape has interior and ragged edge tiles.
+SMALL_TILES = BlockConfig(block_rows=8, block_hidden=16)
+
+
+def make(rng, rows, hidden, dtype, has_bias, has_weights):
+    y = jnp.asarray(2 * rng.standard_normal((rows, 2, hidden)), dtype)
+    bias = jnp.asarray(rng.standard_normal((2, hidden)), jnp.float32) if has_bias else None
+    weights = jnp.asarray(rng.uniform(size=(rows, 1)), jnp.float32) if has_weights else None
+    g = jnp.asarray(rng.standard_normal((rows, hidden)), dtype)
+    return y, bias, weights, g
+
+
+def reference_options(opts: Options) -> dict:
+    return dict(
+        clamp_value=opts.clamp_value,
+        alpha=opts.alpha,
+        linear_offset=opts.linear_offset,
+        layout="stacked",
+    )
+
+
+def check(rng, rows, hidden, dtype, variant, opts, config, save_fp8):
+    y, bias, weights, g = make(rng, rows, hidden, dtype, *VARIANTS[variant])
+    out, y_fp8 = kernels.forward(
+        y, bias, weights, opts, save_fp8=save_fp8, interpret=True, config=config
+    )
+    ref = reference_options(opts)
+    assert out.dtype == y.dtype and out.shape == (rows, hidden)
+    expected = testing.swiglu_forward(y, bias, weights, **ref)
+    assert testing.relative_error(out, expected) <= testing.tolerance(dtype)
+    saved = y
+    if save_fp8:
+        np.testing.assert_array_equal(np.asarray(y_fp8), np.asarray(y.astype(jnp.float8_e4m3fn)))
+        saved = y_fp8
+    else:
+        assert y_fp8 is None
+    dy, dbias, dweights = kernels.backward(
+        g, saved, bias, weights, opts, dy_dtype=dtype, interpret=True, config=config
+    )
+    grads = testing.swiglu_backward(g, y, bias, weights, fp8_input_store=save_fp8, **ref)
+    assert dy.dtype == dtype and dy.shape == y.shape
+    assert testing.relative_error(dy, grads["y"]) <= testing.tolerance(dtype)
+    for name, grad, given in (("bias", dbias, bias), ("weights", dweights, weights)):
+        if given is None:
+            assert grad is None
+        else:
+            assert grad.dtype == given.dtype and grad.shape == given.shape
+            assert testing.relative_error(grad, grads[name]) <= 5e-6, name
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+def test_variants(rng, dtype, variant, options):
+    check(rng, 37, 40, dtype, variant, options, SMALL_TILES, save_fp8=False)
+
+
+@pytest.mark.parametrize("rows,hidden", [(1, 1), (7, 3), (37, 129), (130, 200), (16, 32)])
+@pytest.mark.parametrize("config", [None, SMALL_TILES], ids=["default", "small"])
+def test_ragged_shapes(rng, rows, hidden, config):
+    check(
+        rng, rows, hidden, jnp.bfloat16, "weighted_bias", OPTIONS["clamp"], config, save_fp8=False
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("variant", ["plain", "weighted_bias"])
+def test_fp8_store_in_the_forward_pass(rng, dtype, variant):
+    check(rng, 21, 24, dtype, variant, OPTIONS["gpt_oss"], SMALL_TILES, save_fp8=True)
+
+
+def test_zero_rows():
+    y = jnp.zeros((0, 2, 8), jnp.bfloat16)
+    out, y_fp8 = kernels.forward(y, None, None, Options(), save_fp8=True, interpret=True)
+    assert out.shape == (0, 8) and y_fp8.shape == (0, 2, 8)
+    bias, weights = jnp.ones((2, 8)), jnp.ones((0, 1))
+    dy, dbias, dweights = kernels.backward(
+        jnp.zeros((0, 8), jnp.bfloat16),
+        y,
+        bias,
+        weights,
+        Options(),
+        dy_dtype=jnp.bfloat16,
+        interpret=True,
+    )
+    assert dy.shape == (0, 2, 8) and not np.any(dbias) and dweights.shape == (0, 1)
+
+
+def test_declines_float64():
+    with jax.enable_x64(True), pytest.raises(NotImplementedError, match="float64"):
+        kernels.forward(jnp.ones((2, 2, 4), jnp.float64), None, None, Options(), save_fp8=False)
+
+
+def test_default_config_serves_all_sizes():
+    for rows in (1, 3, 1000, 32768):
+        for hidden in (1, 5, 128, 11008, 14336):
+            config = kernels.default_config(rows, hidden, jnp.bfloat16)
+            assert config.block_rows * config.block_hidden <= kernels.TILE_ELEMENTS
+            assert config.block_hidden <= max(hidden * 2, 1)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_lowers_for_cuda(rng, variant):
+    """Forward (with the fp8 store) and backward become Triton custom calls for CUDA."""
+    y, bias, weights, g = make(rng, 37, 129, jnp.bfloat16, *VARIANTS[variant])
+    opts = OPTIONS["gpt_oss"]
+
+    def forward_and_backward(y, bias, weights, g):
+        out, y_fp8 = kernels.forward(y, bias, weights, opts, save_fp8=True)
+        return out, kernels.backward(g, y_fp8, bias, weights, opts, dy_dtype=y.dtype)
+
+    text = exported_text(forward_and_backward, y, bias, weights, g, platform="cuda")
+    assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2
+    assert 'name = "swiglu_forward_triton"' in text and 'name = "swiglu_backward_triton"' in text
