@@ -54,6 +54,10 @@ _COLUMN_LAYOUT = _LAYOUT.reduce(0)  # one value per column: bias, dbias partials
 # Lane semantics: untiled shared memory, so TMA boxes may cross any array edge.
 _SEMANTICS = plgpu.LoweringSemantics.Lane
 
+# jax 0.12 stores through ``plgpu.store``, whose bank-conflict check is optional; jax 0.11
+# has no ``plgpu.store`` and its ``ref[...] = x`` never checks.
+_HAS_STORE = hasattr(plgpu, "store")
+
 # jax 0.11 has no ``cost_estimate`` argument on ``plgpu.kernel``.
 _KERNEL_TAKES_COST = "cost_estimate" in inspect.signature(plgpu.kernel).parameters
 
@@ -87,17 +91,14 @@ def _check_config(config: BlockConfig) -> None:
         )
 
 
-def _check_dtype(y) -> None:
-    if y.dtype not in SUPPORTED_DTYPES and y.dtype != FP8_DTYPE:
-        raise NotImplementedError(
-            f"the Mosaic GPU kernels compute float16, bfloat16 and float32, got {y.dtype=}"
-        )
-
-
-def _compute_dtype(dtype):
-    # Mirrors reference.compute_dtype for the dtypes this backend takes: all float32.
-    del dtype
-    return jnp.float32
+def _check_dtypes(*dtypes) -> None:
+    """float16/bfloat16/float32 (float32 arithmetic inside); anything else, float64 say,
+    is ``NotImplementedError`` so that the dispatcher can fall back to XLA."""
+    for dtype in dtypes:
+        if jnp.dtype(dtype) not in SUPPORTED_DTYPES:
+            raise NotImplementedError(
+                f"the Mosaic GPU kernels take float16, bfloat16 and float32, got {dtype}"
+            )
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -116,6 +117,14 @@ def _load_tile(smem):
     # shared memory with 64+ columns those rows share banks, which the optimized load
     # refuses. TODO(perf): a swizzled or row-contiguous layout for the streaming path.
     return plgpu.load(smem, layout=_LAYOUT, optimized=False).astype(jnp.float32)
+
+
+def _store(smem, value):
+    """``smem[...] = value``, accepting bank conflicts like ``_load_tile``."""
+    if _HAS_STORE:
+        plgpu.store(smem, value, optimized=False)
+    else:
+        smem[...] = value
 
 
 def _load_broadcast(smem, shape, kept_axis):
@@ -173,7 +182,7 @@ def _forward_kernel(y_gmem, *refs, opts, has_bias, has_weights, save_fp8, blocks
 
     a, b = _load_halves(y_smem, bias_smem)
     weights = _load_broadcast(weights_smem, a.shape, 0) if has_weights else None
-    out_smem[...] = _math.forward(a, b, weights, opts).astype(out_smem.dtype)
+    _store(out_smem, _math.forward(a, b, weights, opts).astype(out_smem.dtype))
     if save_fp8:
         for half in (0, 1):
             # Through float32: Hopper converts only 32-bit floats to float8 directly.
@@ -227,8 +236,8 @@ def _backward_kernel(
     a, b = _load_halves(y_smem, bias_smem)
     weights = _load_broadcast(weights_smem, a.shape, 0) if has_weights else None
     da, db, h = _math.backward(g, a, b, weights, opts)
-    dy_smem[0] = da.astype(dy_smem.dtype)
-    dy_smem[1] = db.astype(dy_smem.dtype)
+    _store(dy_smem.at[0], da.astype(dy_smem.dtype))
+    _store(dy_smem.at[1], db.astype(dy_smem.dtype))
     if has_bias or has_weights:
         inside = _in_bounds_mask(g.shape, rows_total, cols_total, blocks)
     if has_bias:
@@ -265,6 +274,15 @@ def _launch(body, *operands, out_type, scratch, grid, name, cost, interpret):
     return call(*operands)
 
 
+def _cost(operands, out_type, *, flops_per_element):
+    elements = math.prod(out_type[0].shape)  # out (N, H) or dy (N, 2, H)
+    return pl.CostEstimate(
+        flops=flops_per_element * elements,
+        transcendentals=elements,
+        bytes_accessed=sum(x.size * jnp.dtype(x.dtype).itemsize for x in (*operands, *out_type)),
+    )
+
+
 def _smem(shape, dtype, present=True):
     # Absent operands still take a scratch slot (one element) so the body unpacks evenly.
     return plgpu.SMEM(shape if present else (1,), dtype)
@@ -272,7 +290,6 @@ def _smem(shape, dtype, present=True):
 
 def _prepare(y, bias, weights, config):
     """Validated config, the hidden size padded to ``HIDDEN_ALIGN`` and float32 operands."""
-    _check_dtype(y)
     rows, _, hidden = y.shape
     if config is None:
         config = default_config(rows, hidden, y.dtype)
@@ -296,7 +313,7 @@ def forward(y, bias, weights, opts: Options, *, save_fp8, interpret=False, confi
 
     Raises ``NotImplementedError`` for float64 (or other unsupported) ``y``.
     """
-    _check_dtype(y)
+    _check_dtypes(y.dtype)
     rows, _, hidden = y.shape
     if rows == 0:
         out = jnp.zeros((0, hidden), y.dtype)
@@ -328,13 +345,7 @@ def forward(y, bias, weights, opts: Options, *, save_fp8, interpret=False, confi
         blocks=blocks,
     )
     operands = [x for x in (y, bias, weights) if x is not None]
-    elements = rows * padded
-    cost = pl.CostEstimate(
-        flops=10 * elements,
-        transcendentals=elements,
-        bytes_accessed=sum(x.size * x.dtype.itemsize for x in operands)
-        + elements * dtype.itemsize * (1 + 2 * save_fp8) // (1 if not save_fp8 else 1),
-    )
+    cost = _cost(operands, out_type, flops_per_element=10)
     results = _launch(
         body,
         *operands,
@@ -358,13 +369,8 @@ def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, c
     ``y`` may be the ``float8_e4m3fn`` copy saved by the forward. Raises
     ``NotImplementedError`` for float64 (or other unsupported) inputs.
     """
-    _check_dtype(y)
     dy_dtype = jnp.dtype(dy_dtype)
-    if dy_dtype not in SUPPORTED_DTYPES or g.dtype not in SUPPORTED_DTYPES:
-        raise NotImplementedError(
-            f"the Mosaic GPU kernels compute float16, bfloat16 and float32, got "
-            f"{dy_dtype=}, {g.dtype=}"
-        )
+    _check_dtypes(g.dtype, dy_dtype, *([] if y.dtype == FP8_DTYPE else [y.dtype]))
     rows, _, hidden = y.shape
     dbias_dtype = None if bias is None else bias.dtype
     weights_dtype = None if weights is None else weights.dtype
@@ -408,13 +414,7 @@ def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, c
         cols_total=hidden,
     )
     operands = [x for x in (g, y, bias, weights) if x is not None]
-    elements = rows * padded
-    cost = pl.CostEstimate(
-        flops=20 * elements,
-        transcendentals=elements,
-        bytes_accessed=sum(x.size * x.dtype.itemsize for x in operands)
-        + 2 * elements * dy_dtype.itemsize,
-    )
+    cost = _cost(operands, out_type, flops_per_element=20)
     results = list(
         _launch(
             body,

@@ -1,0 +1,148 @@
+"""On a CUDA GPU: every implementation, variant, option and dtype against the float64
+reference, forward and backward, and one input above 2^31 elements. Skipped without a GPU
+(CI has none); `benchmarks/gpu_check.py` runs this file on the GPU machine."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import DTYPES
+from helpers import (
+    VARIANTS,
+    apply_dict,
+    differentiable_args,
+    make_inputs,
+    random_like,
+    reference_options,
+)
+
+import swiglu_jax as sj
+from swiglu_jax import _dispatch, testing
+
+
+def _cuda_capability() -> float | None:
+    return _dispatch._local_cuda_capability()
+
+
+CAPABILITY = _cuda_capability()
+pytestmark = pytest.mark.skipif(CAPABILITY is None, reason="needs a CUDA GPU")
+
+IMPLEMENTATIONS = ["auto", "xla", "pallas:triton"]
+if CAPABILITY is not None and CAPABILITY >= _dispatch.MIN_MOSAIC_GPU_CAPABILITY:
+    IMPLEMENTATIONS.append("pallas:mosaic_gpu")
+
+OPTIONS = {
+    "default": {},
+    "clamp": {"clamp_value": 1.5},
+    "gpt_oss": {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0},
+    "fp8_store": {"fp8_input_store": True},
+    "offload": {"cpu_offload_input": True},
+}
+SHAPES = [((1,), 1), ((7,), 3), ((37,), 129), ((3, 5), 200), ((4096,), 1408), ((1000,), 5120)]
+
+
+def check(rng, implementation, variant, lead, hidden, dtype, layout, options):
+    y, bias, weights = make_inputs(rng, variant, lead, hidden, dtype, layout=layout)
+    args = differentiable_args(y, bias, weights)
+    opts = {**options, "layout": layout, "implementation": implementation}
+    out, vjp = jax.jit(lambda a: jax.vjp(lambda a: apply_dict(variant, a, **opts), a))(args)
+    ref_opts = reference_options(opts)
+    expected = testing.swiglu_forward(y, bias, weights, **ref_opts)
+    assert out.dtype == y.dtype and out.shape == expected.shape
+    assert testing.relative_error(out, expected) <= testing.tolerance(dtype)
+    g = random_like(rng, out)
+    grads = jax.jit(lambda v, g: v(g)[0])(vjp, g)
+    expected_grads = testing.swiglu_backward(
+        g, y, bias, weights, fp8_input_store=options.get("fp8_input_store", False), **ref_opts
+    )
+    for name, grad in grads.items():
+        assert grad.dtype == args[name].dtype and grad.shape == args[name].shape
+        error = testing.relative_error(grad, expected_grads[name])
+        assert error <= testing.tolerance(grad.dtype), (name, error)
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_options(rng, implementation, variant, dtype, options):
+    check(rng, implementation, variant, (37,), 200, dtype, "split", options)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_stacked_layout(rng, implementation, variant):
+    check(
+        rng,
+        implementation,
+        variant,
+        (3, 11),
+        136,
+        jnp.bfloat16,
+        "stacked",
+        {"fp8_input_store": True, "clamp_value": 2.0},
+    )
+
+
+@pytest.mark.parametrize("lead,hidden", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("variant", ["plain", "weighted_bias"])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_shapes(rng, implementation, variant, dtype, lead, hidden):
+    check(rng, implementation, variant, lead, hidden, dtype, "split", {"clamp_value": 3.0})
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("implementation", [i for i in IMPLEMENTATIONS if ":" in i])
+def test_above_2_to_the_31_elements(implementation):
+    """bfloat16 weighted + bias with the fp8 store, y of 2^31 + 3 * 16384 elements: the
+    kernels against XLA on the whole tensor, and against float64 at the far end."""
+    rows, hidden = 2**31 // (2 * 8192) + 3, 8192
+    key = jax.random.key(0)
+    y = jax.random.normal(key, (rows, 2 * hidden), jnp.bfloat16)
+    weights = jax.random.uniform(jax.random.fold_in(key, 1), (rows, 1), jnp.float32)
+    bias = jax.random.normal(jax.random.fold_in(key, 2), (2 * hidden,), jnp.bfloat16)
+    g = jax.random.normal(jax.random.fold_in(key, 3), (rows, hidden), jnp.bfloat16)
+    assert y.size > 2**31
+
+    def run(implementation):
+        def f(y, bias, weights):
+            return jax.vjp(
+                lambda y, b, w: sj.weighted_swiglu(
+                    y, w, bias=b, fp8_input_store=True, implementation=implementation
+                ),
+                y,
+                bias,
+                weights,
+            )
+
+        out, vjp = jax.jit(f)(y, bias, weights)
+        return out, *jax.jit(lambda v, g: v(g))(vjp, g)
+
+    results = run(implementation)
+    expected = run("xla")
+
+    @jax.jit
+    def rel(a, b):
+        a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+        return jnp.linalg.norm(a - b) / jnp.linalg.norm(b)
+
+    for name, actual, exp in zip(
+        ("out", "dy", "dbias", "dweights"), results, expected, strict=True
+    ):
+        assert float(rel(actual, exp)) <= 5e-3, name
+    tail = slice(rows - 5, rows)  # the rows whose offsets are beyond 2^31
+    out_tail = testing.swiglu_forward(
+        np.asarray(y[tail]), np.asarray(bias), np.asarray(weights[tail])
+    )
+    assert testing.relative_error(results[0][tail], out_tail) <= testing.tolerance(jnp.bfloat16)
+    dy_tail = testing.swiglu_backward(
+        np.asarray(g[tail]),
+        np.asarray(y[tail]),
+        np.asarray(bias),
+        np.asarray(weights[tail]),
+        fp8_input_store=True,
+    )["y"]
+    assert testing.relative_error(results[1][tail], dy_tail) <= testing.tolerance(jnp.bfloat16)

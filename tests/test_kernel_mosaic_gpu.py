@@ -1,0 +1,172 @@
+"""The Mosaic GPU kernels against the float64 NumPy reference.
+
+On a CPU host the kernels run in Pallas' GPU interpret mode (slow: shapes stay small);
+on a CUDA backend the same tests run the compiled kernels. ``test_lowers_for_cuda``
+checks on any host that every variant lowers to a Mosaic GPU custom call.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from swiglu_jax import testing
+from swiglu_jax._options import Options
+from swiglu_jax.kernels import mosaic_gpu
+from swiglu_jax.kernels.config import BlockConfig
+
+INTERPRET = jax.default_backend() != "gpu"
+
+VARIANTS = ("plain", "bias", "weighted", "weighted_bias")
+OPTIONS = {
+    "default": {},
+    "clamp": {"clamp_value": 1.5},
+    "gpt_oss": {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0},
+}
+# Tiles of 64 rows x 16 columns: several blocks in both dimensions on small shapes.
+SMALL_BLOCKS = BlockConfig(block_rows=64, block_hidden=16)
+
+
+def make_inputs(rng, variant, rows, hidden, dtype):
+    """``(y (N, 2, H), bias (2, H) | None, weights (N, 1) float32 | None, g (N, H))``."""
+    y = jnp.asarray(2.0 * rng.standard_normal((rows, 2, hidden)), dtype)
+    g = jnp.asarray(rng.standard_normal((rows, hidden)), dtype)
+    bias = weights = None
+    if variant in ("bias", "weighted_bias"):
+        bias = jnp.asarray(rng.standard_normal((2, hidden)), dtype)
+    if variant.startswith("weighted"):
+        weights = jnp.asarray(rng.uniform(0.0, 1.0, (rows, 1)), jnp.float32)
+    return y, bias, weights, g
+
+
+def check(actual, expected, dtype, name):
+    assert actual.dtype == jnp.dtype(dtype), name
+    assert actual.shape == expected.shape, name
+    error = testing.relative_error(actual, expected)
+    assert error <= testing.tolerance(dtype), (name, error)
+
+
+def check_kernels(rng, variant, rows, hidden, dtype, options, config=None, save_fp8=False):
+    """Forward (and its fp8 copy) and backward against ``swiglu_jax.testing``."""
+    y, bias, weights, g = make_inputs(rng, variant, rows, hidden, dtype)
+    opts = Options(**options)
+    out, y_fp8 = mosaic_gpu.forward(
+        y, bias, weights, opts, save_fp8=save_fp8, interpret=INTERPRET, config=config
+    )
+    expected = testing.swiglu_forward(y, bias, weights, layout="stacked", **options)
+    check(out, expected, dtype, "out")
+
+    saved = y
+    if save_fp8:
+        assert y_fp8.dtype == jnp.float8_e4m3fn and y_fp8.shape == y.shape
+        exact = np.asarray(y).astype(np.float32).astype(ml_dtypes.float8_e4m3fn)
+        np.testing.assert_array_equal(np.asarray(y_fp8).view(np.uint8), exact.view(np.uint8))
+        saved = y_fp8
+    else:
+        assert y_fp8 is None
+
+    dy, dbias, dweights = mosaic_gpu.backward(
+        g, saved, bias, weights, opts, dy_dtype=dtype, interpret=INTERPRET, config=config
+    )
+    grads = testing.swiglu_backward(
+        g, y, bias, weights, layout="stacked", fp8_input_store=save_fp8, **options
+    )
+    check(dy, grads["y"], dtype, "dy")
+    if bias is None:
+        assert dbias is None
+    else:
+        check(dbias, grads["bias"], bias.dtype, "dbias")
+    if weights is None:
+        assert dweights is None
+    else:
+        check(dweights, grads["weights"], weights.dtype, "dweights")
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variants_and_options(rng, variant, options):
+    check_kernels(rng, variant, 37, 40, jnp.float32, options)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("rows, hidden", [(1, 1), (7, 3), (37, 129), (130, 200)])
+def test_dtypes_and_ragged_shapes(rng, rows, hidden, dtype):
+    check_kernels(rng, "weighted_bias", rows, hidden, dtype, OPTIONS["gpt_oss"])
+
+
+@pytest.mark.parametrize("variant", ["plain", "weighted_bias"])
+def test_several_blocks_in_both_dimensions(rng, variant):
+    # 3 row blocks (the last of 2 rows) by 5 hidden blocks (the last partial).
+    check_kernels(rng, variant, 130, 72, jnp.bfloat16, OPTIONS["clamp"], config=SMALL_BLOCKS)
+
+
+@pytest.mark.parametrize("variant", ["plain", "weighted_bias"])
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+def test_fp8_store(rng, variant, options):
+    check_kernels(rng, variant, 70, 48, jnp.bfloat16, options, save_fp8=True)
+
+
+def test_fp8_store_float32_ragged(rng):
+    check_kernels(rng, "bias", 7, 3, jnp.float32, OPTIONS["gpt_oss"], save_fp8=True)
+
+
+def test_no_rows_launches_nothing():
+    y = jnp.zeros((0, 2, 8), jnp.bfloat16)
+    bias, weights = jnp.zeros((2, 8), jnp.float32), jnp.zeros((0, 1), jnp.float32)
+    out, y_fp8 = mosaic_gpu.forward(y, bias, weights, Options(), save_fp8=True)
+    assert out.shape == (0, 8) and y_fp8.shape == (0, 2, 8)
+    dy, dbias, dweights = mosaic_gpu.backward(
+        out, y, bias, weights, Options(), dy_dtype=jnp.bfloat16
+    )
+    assert dy.shape == y.shape and dweights.shape == (0, 1)
+    np.testing.assert_array_equal(dbias, np.zeros((2, 8)))
+
+
+def test_float64_is_not_implemented():
+    with jax.enable_x64(True) if hasattr(jax, "enable_x64") else jax.experimental.enable_x64():
+        y = jnp.zeros((4, 2, 8), jnp.float64)
+        with pytest.raises(NotImplementedError, match="float64"):
+            mosaic_gpu.forward(y, None, None, Options(), save_fp8=False)
+        with pytest.raises(NotImplementedError, match="float64"):
+            mosaic_gpu.backward(y[:, 0], y, None, None, Options(), dy_dtype=jnp.float64)
+
+
+@pytest.mark.parametrize(
+    "config", [BlockConfig(48, 64), BlockConfig(64, 24), BlockConfig(512, 64)], ids=str
+)
+def test_unsupported_blocks_are_refused(config):
+    y = jnp.zeros((4, 2, 8), jnp.float32)
+    with pytest.raises(ValueError, match="block_"):
+        mosaic_gpu.forward(y, None, None, Options(), save_fp8=False, config=config)
+
+
+@pytest.mark.parametrize(
+    "rows, hidden, dtype",
+    [(1, 1, jnp.float32), (4096, 5120, jnp.bfloat16), (300, 200, jnp.float16)],
+)
+def test_default_config(rows, hidden, dtype):
+    config = mosaic_gpu.default_config(rows, hidden, dtype)
+    assert config.block_rows % mosaic_gpu.WARPGROUP_ROWS == 0
+    assert config.block_hidden % mosaic_gpu.HIDDEN_ALIGN == 0
+    assert config.block_hidden <= max(mosaic_gpu.HIDDEN_ALIGN, hidden + 15)
+
+
+@pytest.mark.parametrize("save_fp8", [False, True], ids=["plain", "fp8"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_lowers_for_cuda(variant, save_fp8):
+    """Lowering runs the whole Pallas -> Mosaic GPU pipeline (layouts, TMA descriptors)
+    without a GPU; only the final PTX compilation waits for one."""
+    dtype = jnp.bfloat16
+    y, bias, weights, g = make_inputs(np.random.default_rng(0), variant, 70, 200, dtype)
+    opts = Options(**OPTIONS["gpt_oss"])
+
+    def run(y, bias, weights, g):
+        out, y_fp8 = mosaic_gpu.forward(y, bias, weights, opts, save_fp8=save_fp8)
+        saved = y_fp8 if save_fp8 else y
+        return out, mosaic_gpu.backward(g, saved, bias, weights, opts, dy_dtype=dtype)
+
+    lowered = jax.jit(run).trace(y, bias, weights, g).lower(lowering_platforms=("cuda",))
+    assert lowered.as_text().count("mosaic_gpu") >= 2

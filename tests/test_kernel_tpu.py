@@ -1,0 +1,242 @@
+"""The Mosaic TPU kernels, on CPU: numerics in TPU interpret mode (race detection on,
+uninitialised memory NaN, two simulated cores) against the float64 reference, and
+lowering for TPU from this host."""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental.pallas import tpu as pltpu
+from jax._src.pallas.mosaic.interpret import interpret_pallas_call
+
+from swiglu_jax import testing
+from swiglu_jax._options import Options
+from swiglu_jax.kernels import tpu
+from swiglu_jax.kernels.config import BlockConfig
+
+from conftest import DTYPES
+
+FP8 = jnp.float8_e4m3fn
+VARIANTS = {
+    "plain": (False, False, {}),
+    "bias": (True, False, {}),
+    "weights": (False, True, {}),
+    "weights_bias": (True, True, {}),
+    "clamp": (False, False, {"clamp_value": 1.5}),
+    "gpt_oss": (True, True, {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0}),
+}
+# Several blocks in both dims, ragged rows: the split layout (H % 128 == 0) ...
+SPLIT_MULTI_BLOCK = ((70, 256), BlockConfig(block_rows=32, block_hidden=128))
+# ... and the stacked one, ragged in both dims.
+STACKED_MULTI_BLOCK = ((70, 300), BlockConfig(block_rows=32, block_hidden=128))
+
+
+def interpret_params() -> pltpu.InterpretParams:
+    """TPU interpret mode that records races (jax 0.12 would raise on one by default,
+    0.11 only prints) and fills unwritten memory with NaN, on two cores so the
+    ``"parallel"`` grid axes really are split."""
+    extra = {}
+    if "on_race" in inspect.signature(pltpu.InterpretParams).parameters:
+        extra["on_race"] = "warn"
+    return pltpu.InterpretParams(
+        detect_races=True, uninitialized_memory="nan", num_cores_or_threads=2, **extra
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_interpreter():
+    yield
+    pltpu.reset_tpu_interpret_mode_state()
+
+
+def run_kernel(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` interpreted, asserting it raced nowhere and left no NaN."""
+    results = jax.block_until_ready(fn(*args, interpret=interpret_params(), **kwargs))
+    races = interpret_pallas_call.races
+    assert races is not None and not races.races_found, "the interpreter detected a race"
+    for x in results:
+        if x is not None:
+            assert np.isfinite(np.asarray(x).astype(np.float32)).all(), "NaN or inf leaked"
+    return results
+
+
+def make_inputs(rng, rows, hidden, dtype, has_bias, has_weights):
+    normal = lambda *shape: rng.standard_normal(shape, dtype=np.float32)
+    y = jnp.asarray(normal(rows, 2, hidden) * 2, dtype)
+    bias = jnp.asarray(normal(2, hidden), dtype) if has_bias else None
+    weights = jnp.asarray(normal(rows, 1), jnp.float32) if has_weights else None
+    g = jnp.asarray(normal(rows, hidden), dtype)
+    return y, bias, weights, g
+
+
+def assert_close(actual, expected, dtype):
+    assert actual.dtype == jnp.dtype(dtype)
+    error = testing.relative_error(actual, expected)
+    assert error <= testing.tolerance(dtype), f"relative error {error}"
+
+
+def assert_sum_close(actual, expected, abs_sum, dtype):
+    """For a float32 sum: the error against the sum of the terms' magnitudes, which
+    bounds the float32 rounding even where the terms cancel."""
+    assert actual.dtype == jnp.dtype(dtype)
+    error = np.linalg.norm(testing.to_float64(actual) - expected) / np.linalg.norm(abs_sum)
+    assert error <= testing.tolerance(dtype), f"error {error} relative to the sum of |terms|"
+
+
+def check(rng, rows, hidden, dtype, variant, *, config=None, save_fp8=False):
+    """Forward and backward of ``variant`` against the float64 reference."""
+    has_bias, has_weights, kwargs = VARIANTS[variant]
+    y, bias, weights, g = make_inputs(rng, rows, hidden, dtype, has_bias, has_weights)
+    opts = Options(**kwargs)
+    ref = dict(bias=bias, weights=weights, layout="stacked", **kwargs)
+
+    out, y_fp8 = run_kernel(
+        tpu.forward, y, bias, weights, opts, save_fp8=save_fp8, config=config
+    )
+    assert out.shape == (rows, hidden)
+    assert_close(out, testing.swiglu_forward(y, **ref), dtype)
+    if save_fp8:
+        assert y_fp8.dtype == FP8 and y_fp8.shape == y.shape
+        np.testing.assert_array_equal(
+            np.asarray(y_fp8).view(np.uint8), np.asarray(y.astype(FP8)).view(np.uint8)
+        )
+        y_saved = y_fp8
+    else:
+        assert y_fp8 is None
+        y_saved = y
+
+    dy, dbias, dweights = run_kernel(
+        tpu.backward, g, y_saved, bias, weights, opts, dy_dtype=dtype, config=config
+    )
+    grads = testing.swiglu_backward(g, y, fp8_input_store=save_fp8, **ref)
+    assert dy.shape == y.shape
+    assert_close(dy, grads["y"], dtype)
+    if has_bias:
+        assert dbias.shape == bias.shape
+        assert_sum_close(dbias, grads["bias"], np.abs(grads["y"]).sum(axis=0), bias.dtype)
+    else:
+        assert dbias is None
+    if has_weights:
+        assert dweights.shape == weights.shape
+        y_ref = testing.fp8_round(y) if save_fp8 else y
+        h = testing.swiglu_forward(y_ref, **{**ref, "weights": None})
+        abs_sum = np.abs(h * testing.to_float64(g)).sum(axis=-1, keepdims=True)
+        assert_sum_close(dweights, grads["weights"], abs_sum, weights.dtype)
+    else:
+        assert dweights is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variants(rng, variant, dtype):
+    (rows, hidden), config = SPLIT_MULTI_BLOCK
+    check(rng, rows, hidden, dtype, variant, config=config)
+
+
+@pytest.mark.parametrize("variant", ["plain", "gpt_oss"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_variants_stacked_layout(rng, variant, dtype):
+    (rows, hidden), config = STACKED_MULTI_BLOCK
+    check(rng, rows, hidden, dtype, variant, config=config)
+
+
+@pytest.mark.parametrize("hidden", [1, 3, 129, 200, 256])
+@pytest.mark.parametrize("rows", [1, 7, 37, 130])
+def test_shapes(rng, rows, hidden):
+    # Default config; weights and bias so both reductions see the ragged edges.
+    dtype = DTYPES[(rows + hidden) % len(DTYPES)]
+    check(rng, rows, hidden, dtype, "weights_bias")
+
+
+@pytest.mark.parametrize("shape_and_config", [SPLIT_MULTI_BLOCK, STACKED_MULTI_BLOCK])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_save_fp8(rng, dtype, shape_and_config):
+    (rows, hidden), config = shape_and_config
+    check(rng, rows, hidden, dtype, "gpt_oss", config=config, save_fp8=True)
+
+
+def test_save_fp8_default_config(rng):
+    check(rng, 37, 256, jnp.bfloat16, "weights_bias", save_fp8=True)
+
+
+def test_bfloat16_input_float32_weights_and_bias(rng):
+    y, _, weights, g = make_inputs(rng, 37, 256, jnp.bfloat16, False, True)
+    bias = jnp.asarray(rng.standard_normal((2, 256)), jnp.float32)
+    opts = Options(clamp_value=7.0, alpha=1.702, linear_offset=1.0)
+    out, _ = run_kernel(tpu.forward, y, bias, weights, opts, save_fp8=False)
+    assert out.dtype == jnp.bfloat16
+    expected = testing.swiglu_forward(
+        y, bias, weights, clamp_value=7.0, alpha=1.702, linear_offset=1.0, layout="stacked"
+    )
+    assert_close(out, expected, jnp.bfloat16)
+    _, dbias, _ = run_kernel(tpu.backward, g, y, bias, weights, opts, dy_dtype=jnp.bfloat16)
+    assert dbias.dtype == jnp.float32
+
+
+def test_empty():
+    y = jnp.zeros((0, 2, 5), jnp.bfloat16)
+    bias, weights = jnp.zeros((2, 5), jnp.float32), jnp.zeros((0, 1), jnp.float32)
+    out, y_fp8 = tpu.forward(y, bias, weights, Options(), save_fp8=True, interpret=True)
+    assert out.shape == (0, 5) and y_fp8.shape == (0, 2, 5) and y_fp8.dtype == FP8
+    g = jnp.zeros((0, 5), jnp.bfloat16)
+    dy, dbias, dweights = tpu.backward(
+        g, y, bias, weights, Options(), dy_dtype=jnp.bfloat16, interpret=True
+    )
+    assert dy.shape == (0, 2, 5) and dy.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(dbias, np.zeros((2, 5)))
+    assert dbias.dtype == jnp.float32 and dweights.shape == (0, 1)
+
+
+def test_float64_not_implemented():
+    y = np.zeros((4, 2, 8))
+    with pytest.raises(NotImplementedError):
+        tpu.forward(y, None, None, Options(), save_fp8=False, interpret=True)
+    with pytest.raises(NotImplementedError):
+        tpu.backward(y[:, 0], y, None, None, Options(), dy_dtype=np.float64, interpret=True)
+
+
+@pytest.mark.parametrize("rows", [1, 8, 100, 4096, 65536])
+@pytest.mark.parametrize("hidden", [1, 200, 1408, 4096, 14336, 100_000])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_default_config(rows, hidden, dtype):
+    config = tpu.default_config(rows, hidden, dtype)
+    assert 1 <= config.block_rows <= rows
+    assert config.block_rows == rows or config.block_rows % 32 == 0
+    assert config.block_hidden == hidden or config.block_hidden % 128 == 0
+    if hidden % 128 == 0:
+        assert hidden % config.block_hidden == 0
+    per_element = tpu._bytes_per_block_element(hidden, jnp.dtype(dtype).itemsize)
+    if config.block_rows > 32:
+        assert config.block_rows * config.block_hidden * per_element <= tpu.VMEM_BLOCK_BUDGET
+
+
+# ----------------------------------------------------------------------------- lowering
+
+
+def lowers_for_tpu(fn, *args) -> bool:
+    structs = [None if x is None else jax.ShapeDtypeStruct(x.shape, x.dtype) for x in args]
+    exported = jax.export.export(jax.jit(fn), platforms=["tpu"])(*structs)
+    return "tpu_custom_call" in exported.mlir_module()
+
+
+@pytest.mark.parametrize("hidden", [256, 200])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_lowers_for_tpu(variant, hidden):
+    has_bias, has_weights, kwargs = VARIANTS[variant]
+    opts = Options(**kwargs)
+    rows, dtype = 1000, jnp.bfloat16
+    y = jax.ShapeDtypeStruct((rows, 2, hidden), dtype)
+    bias = jax.ShapeDtypeStruct((2, hidden), dtype) if has_bias else None
+    weights = jax.ShapeDtypeStruct((rows, 1), jnp.float32) if has_weights else None
+    g = jax.ShapeDtypeStruct((rows, hidden), dtype)
+    y_fp8 = jax.ShapeDtypeStruct(y.shape, FP8)
+    for save_fp8 in (False, True):
+        forward = lambda y, b, w, s=save_fp8: tpu.forward(y, b, w, opts, save_fp8=s)
+        assert lowers_for_tpu(forward, y, bias, weights)
+    for saved in (y, y_fp8):
+        backward = lambda g, y, b, w: tpu.backward(g, y, b, w, opts, dy_dtype=dtype)
+        assert lowers_for_tpu(backward, g, saved, bias, weights)
