@@ -126,7 +126,7 @@ def test_no_rows_launches_nothing():
 
 
 def test_float64_is_not_implemented():
-    with jax.enable_x64(True) if hasattr(jax, "enable_x64") else jax.experimental.enable_x64():
+    with jax.enable_x64(True):
         y = jnp.zeros((4, 2, 8), jnp.float64)
         with pytest.raises(NotImplementedError, match="float64"):
             mosaic_gpu.forward(y, None, None, Options(), save_fp8=False)

@@ -10,15 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental.pallas import tpu as pltpu
+from conftest import DTYPES
 from jax._src.pallas.mosaic.interpret import interpret_pallas_call
+from jax.experimental.pallas import tpu as pltpu
 
 from swiglu_jax import testing
 from swiglu_jax._options import Options
 from swiglu_jax.kernels import tpu
 from swiglu_jax.kernels.config import BlockConfig
-
-from conftest import DTYPES
 
 FP8 = jnp.float8_e4m3fn
 VARIANTS = {
@@ -94,9 +93,7 @@ def check(rng, rows, hidden, dtype, variant, *, config=None, save_fp8=False):
     opts = Options(**kwargs)
     ref = dict(bias=bias, weights=weights, layout="stacked", **kwargs)
 
-    out, y_fp8 = run_kernel(
-        tpu.forward, y, bias, weights, opts, save_fp8=save_fp8, config=config
-    )
+    out, y_fp8 = run_kernel(tpu.forward, y, bias, weights, opts, save_fp8=save_fp8, config=config)
     assert out.shape == (rows, hidden)
     assert_close(out, testing.swiglu_forward(y, **ref), dtype)
     if save_fp8:

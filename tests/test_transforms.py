@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import VARIANTS, apply, apply_dict, differentiable_args, make_inputs
+from helpers import VARIANTS, apply, apply_dict, differentiable_args, exported_text, make_inputs
 
 from swiglu_jax import testing
 
@@ -127,11 +127,6 @@ def test_cpu_offload_changes_nothing_on_cpu(rng):
     assert jax.jit(f)(args) == jax.jit(g)(args)
     for name, grad in jax.jit(jax.grad(g))(args).items():
         np.testing.assert_array_equal(grad, jax.jit(jax.grad(f))(args)[name])
-
-
-def exported_text(f, *args, platform):
-    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), args)
-    return jax.export.export(jax.jit(f), platforms=[platform])(*shapes).mlir_module()
 
 
 @pytest.mark.parametrize("platform", ["tpu", "cuda"])

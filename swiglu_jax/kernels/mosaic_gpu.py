@@ -17,8 +17,8 @@ TMA coordinates are per dimension, so arrays of more than 2**31 elements are saf
 
 Reductions without a second pass: the backward writes per-row-block partial sums of
 ``dy`` for ``dbias``, ``(cdiv(N, block_rows), 2, H)`` in float32, and per-hidden-block
-partial sums of ``h * g`` for ``dweights``, ``(cdiv(H, block_hidden), N)`` in float32;
-a small ``jnp.sum`` over the first axis finishes each.
+partial sums of ``h * g`` for ``dweights``, ``(cdiv(H, block_hidden), N)`` in float32
+(both padded to whole blocks); a small ``jnp.sum`` over the first axis finishes each.
 """
 
 from __future__ import annotations
@@ -63,11 +63,12 @@ _KERNEL_TAKES_COST = "cost_estimate" in inspect.signature(plgpu.kernel).paramete
 
 
 def default_config(rows: int, hidden: int, dtype) -> BlockConfig:
-    """One warpgroup's 64 rows by up to 128 hidden columns (fewer for a small ``H``).
+    """One warpgroup's 64 rows by 64 (float32) or 128 (16-bit) hidden columns, fewer
+    for a small ``H``; the grid covers any ``rows``.
 
-    A 64 x 64 float32 tile is 32 registers a thread per live array, which keeps the
-    backward's handful of live arrays clear of spills; 16-bit inputs take 128 columns in
-    the forward's single pass as well, since their tiles are half the bytes.
+    A 64 x 64 float32 tile is 32 registers a thread per live float32 array; 16-bit
+    inputs move half the bytes per element, so they take twice the columns for the same
+    bytes in flight per instance. Untuned: a first guess until measured on Hopper.
     """
     del rows  # Row count only changes the grid.
     width = 64 if jnp.dtype(dtype).itemsize >= 4 else 128

@@ -55,7 +55,6 @@ MAX_BLOCK_ROWS = 1024
 # float32 temporaries under the smallest default scoped-VMEM limit (16 MiB, v4/v5e).
 VMEM_BLOCK_BUDGET = 8 * 2**20
 F32_TEMPORARIES = 6  # float32 block-sized values the compiler may keep in VMEM
-SUPPORTED_DTYPES = tuple(np.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.float32))
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -190,13 +189,11 @@ class _Plan:
         bh, offset = self.block_hidden, self.hidden // self.block_hidden
         if self.split:
             br = self.block_rows if rows is None else rows
-            index = (lambda i, j, *_: (i, j)) if rows is None else (lambda i, j, *_: (0, j))
-            shifted = (
-                (lambda i, j, *_: (i, j + offset))
-                if rows is None
-                else (lambda i, j, *_: (0, j + offset))
-            )
-            return [pl.BlockSpec((br, bh), index), pl.BlockSpec((br, bh), shifted)]
+            row = (lambda i: i) if rows is None else (lambda i: 0)
+            return [
+                pl.BlockSpec((br, bh), lambda i, j, *_, shift=shift: (row(i), j + shift))
+                for shift in (0, offset)
+            ]
         if rows is None:
             return [pl.BlockSpec((self.block_rows, 2, bh), lambda i, j, *_: (i, 0, j))]
         return [pl.BlockSpec((2, bh), lambda i, j, *_: (0, j))]
@@ -268,6 +265,10 @@ def _when(condition):
     return pl.when(condition)
 
 
+def _cast_into(dst_ref, src_ref):
+    dst_ref[...] = src_ref[...].astype(dst_ref.dtype)
+
+
 def _forward_kernel(*refs, opts: Options, plan: _Plan, has_bias, has_weights, save_fp8):
     halves = 2 if plan.split else 1
     y_refs, bias_refs, w_ref, out_ref, fp8_ref = _take(
@@ -284,13 +285,10 @@ def _forward_kernel(*refs, opts: Options, plan: _Plan, has_bias, has_weights, sa
     if not save_fp8:
         return
     if k is None:
-        fp8_ref[...] = y_refs[0][...].astype(FP8_DTYPE)
+        _cast_into(fp8_ref, y_refs[0])
         return
-    for half in (0, 1):
-
-        @pl.when(k == half)
-        def _():
-            fp8_ref[...] = y_refs[half][...].astype(FP8_DTYPE)
+    for half, y_ref in enumerate(y_refs):
+        pl.when(k == half)(functools.partial(_cast_into, fp8_ref, y_ref))
 
 
 def _masked(x, plan: _Plan, *, rows: bool, columns: bool):
@@ -298,9 +296,7 @@ def _masked(x, plan: _Plan, *, rows: bool, columns: bool):
     br, bh = x.shape
     valid = None
     if rows and plan.ragged_rows:
-        row = pl.program_id(0) * plan.block_rows + jax.lax.broadcasted_iota(
-            jnp.int32, (br, bh), 0
-        )
+        row = pl.program_id(0) * plan.block_rows + jax.lax.broadcasted_iota(jnp.int32, (br, bh), 0)
         valid = row < plan.rows
     if columns and plan.ragged_hidden:
         col = pl.program_id(1) * plan.block_hidden + jax.lax.broadcasted_iota(
@@ -356,10 +352,7 @@ def _backward_kernel(*refs, opts: Options, plan: _Plan, has_bias, has_weights):
                 dw_ref[...] += partial
 
     if k is not None:
-
-        @pl.when(k == 1)
-        def _():
-            dy_ref[...] = db_scratch[...]
+        pl.when(k == 1)(functools.partial(_cast_into, dy_ref, db_scratch))
 
 
 # ----------------------------------------------------------------------------- launches

@@ -1,9 +1,10 @@
 """The Triton-lowered Pallas kernels for GPUs (Ampere and newer).
 
 Grid ``(row blocks, hidden blocks)``; each program computes a ``(block_rows,
-block_hidden)`` tile of the output from the matching gate and linear tiles of ``y``
-(``(block_rows, 2, block_hidden)`` blocks of the ``(N, 2, H)`` view). Pallas masks the
-loads and stores of edge tiles; the reductions mask their out-of-bounds terms themselves.
+block_hidden)`` tile of the output from the matching gate and linear tiles of ``y``,
+addressed in the ``(N, 2H)`` view with explicit masks at the ragged edges. (Blocked
+``(bn, 2, bh)`` refs indexed ``[:, 0, :]`` lowered wrongly for ragged ``H`` on an H100
+with jax 0.11.2, so every access here is an explicit masked 2-D load or store.)
 
 The backward writes, besides ``dy``, per-tile partial sums for the bias gradient
 (``(row blocks, 2, H)`` in float32) and the weights gradient (``(N, hidden blocks)``),
@@ -59,68 +60,95 @@ def _compiler_params(config: BlockConfig):
     return pltriton.CompilerParams(num_warps=config.num_warps, num_stages=config.num_stages)
 
 
-def _tile_specs(config: BlockConfig, has_bias: bool, has_weights: bool):
-    """BlockSpecs of ``y`` (or ``dy``), ``bias`` and ``weights`` for grid point ``(i, j)``."""
-    bn, bh = config.block_rows, config.block_hidden
-    specs = [pl.BlockSpec((bn, 2, bh), lambda i, j: (i, 0, j))]
-    if has_bias:
-        specs.append(pl.BlockSpec((2, bh), lambda i, j: (0, j)))
-    if has_weights:
-        specs.append(pl.BlockSpec((bn, 1), lambda i, j: (i, 0)))
-    return specs
+class _Tile:
+    """Where program ``(i, j)`` works: rows ``i * bn + [0, bn)`` and output columns
+    ``j * bh + [0, bh)``, with the masks of the ragged edges. Arrays are addressed as 2-D
+    views, ``y`` as ``(N, 2H)``: the gate at columns ``[0, H)``, the linear half at
+    ``[H, 2H)``."""
+
+    def __init__(self, rows: int, hidden: int, bn: int, bh: int):
+        i, j = pl.program_id(0), pl.program_id(1)
+        self.i, self.j, self.hidden = i, j, hidden
+        self.row_ok = (i * bn + jax.lax.iota(jnp.int32, bn)) < rows
+        self.col_ok = (j * bh + jax.lax.iota(jnp.int32, bh)) < hidden
+        self.mask = self.row_ok[:, None] & self.col_ok[None, :]
+        self.row_block = pl.ds(i * bn, bn)
+        self.cols = pl.ds(j * bh, bh)  # gate columns, and output columns
+        self.linear_cols = pl.ds(hidden + j * bh, bh)
+
+    def load_halves(self, ref):
+        """The gate and linear tiles of the ``(N, 2H)`` ref (unspecified outside the array:
+        stores are masked, and reductions mask their terms)."""
+        return (
+            pltriton.load(ref.at[self.row_block, self.cols], mask=self.mask),
+            pltriton.load(ref.at[self.row_block, self.linear_cols], mask=self.mask),
+        )
+
+    def store_halves(self, ref, gate, linear):
+        pltriton.store(ref.at[self.row_block, self.cols], gate.astype(ref.dtype), mask=self.mask)
+        pltriton.store(
+            ref.at[self.row_block, self.linear_cols], linear.astype(ref.dtype), mask=self.mask
+        )
+
+    def load(self, ref):
+        """The ``(bn, bh)`` tile of an ``(N, H)`` ref."""
+        return pltriton.load(ref.at[self.row_block, self.cols], mask=self.mask)
+
+    def store(self, ref, value):
+        pltriton.store(ref.at[self.row_block, self.cols], value.astype(ref.dtype), mask=self.mask)
+
+    def load_bias(self, ref):
+        """Both halves of the ``(2H,)`` bias as ``(1, bh)`` rows, in float32."""
+        gate = pltriton.load(ref.at[self.cols], mask=self.col_ok)
+        linear = pltriton.load(ref.at[self.linear_cols], mask=self.col_ok)
+        return gate.astype(jnp.float32)[None, :], linear.astype(jnp.float32)[None, :]
+
+    def load_weights(self, ref):
+        """The ``(bn, 1)`` token weights of the ``(N, 1)`` ref, in float32."""
+        weights = pltriton.load(ref.at[self.row_block, pl.ds(0, 1)], mask=self.row_ok[:, None])
+        return weights.astype(jnp.float32)
 
 
-def _load_halves(y_ref, bias_ref):
-    """The gate and linear tiles of ``y + bias`` in float32, and the raw tiles of ``y``."""
-    gate, linear = y_ref[:, 0, :], y_ref[:, 1, :]
+def _forward_kernel(*refs, opts: Options, tile, has_bias: bool, has_weights: bool, save_fp8):
+    refs = list(refs)
+    tile = _Tile(*tile)
+    gate, linear = tile.load_halves(refs.pop(0))
     a, b = gate.astype(jnp.float32), linear.astype(jnp.float32)
-    if bias_ref is not None:
-        a = a + bias_ref[0, :].astype(jnp.float32)[None, :]
-        b = b + bias_ref[1, :].astype(jnp.float32)[None, :]
-    return a, b, gate, linear
-
-
-def _forward_kernel(*refs, opts: Options, has_bias: bool, has_weights: bool, save_fp8: bool):
-    refs = list(refs)
-    y_ref = refs.pop(0)
-    bias_ref = refs.pop(0) if has_bias else None
-    weights = refs.pop(0)[...].astype(jnp.float32) if has_weights else None
-    out_ref = refs.pop(0)
-    a, b, gate, linear = _load_halves(y_ref, bias_ref)
-    out_ref[...] = _math.forward(a, b, weights, opts).astype(out_ref.dtype)
-    if save_fp8:
-        fp8_ref = refs.pop(0)
-        fp8_ref[:, 0, :] = gate.astype(FP8_DTYPE)
-        fp8_ref[:, 1, :] = linear.astype(FP8_DTYPE)
-
-
-def _backward_kernel(
-    *refs, opts: Options, has_bias: bool, has_weights: bool, rows: int, hidden: int
-):
-    refs = list(refs)
-    g_ref, y_ref = refs.pop(0), refs.pop(0)
-    bias_ref = refs.pop(0) if has_bias else None
-    weights = refs.pop(0)[...].astype(jnp.float32) if has_weights else None
-    dy_ref = refs.pop(0)
-    g = g_ref[...].astype(jnp.float32)
-    a, b, _, _ = _load_halves(y_ref, bias_ref)
-    da, db, h = _math.backward(g, a, b, weights, opts)
-    dy_ref[:, 0, :] = da.astype(dy_ref.dtype)
-    dy_ref[:, 1, :] = db.astype(dy_ref.dtype)
-    if not (has_bias or has_weights):
-        return
-    # Reductions: edge tiles hold garbage beyond the array, which must not be summed.
-    bn, bh = g.shape
-    row = pl.program_id(0) * bn + jax.lax.broadcasted_iota(jnp.int32, (bn, bh), 0)
-    col = pl.program_id(1) * bh + jax.lax.broadcasted_iota(jnp.int32, (bn, bh), 1)
     if has_bias:
-        dbias_ref = refs.pop(0)
-        in_rows = row < rows
-        dbias_ref[0, :] = jnp.sum(jnp.where(in_rows, da, 0.0), axis=0)
-        dbias_ref[1, :] = jnp.sum(jnp.where(in_rows, db, 0.0), axis=0)
+        bias_a, bias_b = tile.load_bias(refs.pop(0))
+        a, b = a + bias_a, b + bias_b
+    weights = tile.load_weights(refs.pop(0)) if has_weights else None
+    tile.store(refs.pop(0), _math.forward(a, b, weights, opts))
+    if save_fp8:
+        tile.store_halves(refs.pop(0), gate.astype(FP8_DTYPE), linear.astype(FP8_DTYPE))
+
+
+def _backward_kernel(*refs, opts: Options, tile, has_bias: bool, has_weights: bool):
+    refs = list(refs)
+    tile = _Tile(*tile)
+    g = tile.load(refs.pop(0)).astype(jnp.float32)
+    a, b = (x.astype(jnp.float32) for x in tile.load_halves(refs.pop(0)))
+    if has_bias:
+        bias_a, bias_b = tile.load_bias(refs.pop(0))
+        a, b = a + bias_a, b + bias_b
+    weights = tile.load_weights(refs.pop(0)) if has_weights else None
+    da, db, h = _math.backward(g, a, b, weights, opts)
+    tile.store_halves(refs.pop(0), da, db)
+    # Partial reductions of this tile; terms outside the array must not count.
+    if has_bias:
+        dbias_ref = refs.pop(0)  # (row blocks, 2H)
+        row = pl.ds(tile.i, 1)
+        for cols, d in ((tile.cols, da), (tile.linear_cols, db)):
+            partial = jnp.sum(jnp.where(tile.mask, d, 0.0), axis=0)[None, :]
+            pltriton.store(dbias_ref.at[row, cols], partial, mask=tile.col_ok[None, :])
     if has_weights:
-        dweights_ref = refs.pop(0)
-        dweights_ref[...] = jnp.sum(jnp.where(col < hidden, h * g, 0.0), axis=1)
+        dweights_ref = refs.pop(0)  # (N, hidden blocks)
+        partial = jnp.sum(jnp.where(tile.mask, h * g, 0.0), axis=1)[:, None]
+        pltriton.store(
+            dweights_ref.at[tile.row_block, pl.ds(tile.j, 1)],
+            partial,
+            mask=tile.row_ok[:, None],
+        )
 
 
 def forward(y, bias, weights, opts: Options, *, save_fp8: bool, interpret=False, config=None):
@@ -128,19 +156,20 @@ def forward(y, bias, weights, opts: Options, *, save_fp8: bool, interpret=False,
     config = config or default_config(rows, hidden, y.dtype)
     _check(config, y, bias, weights)
     out_shapes = [jax.ShapeDtypeStruct((rows, hidden), y.dtype)]
-    bn, bh = config.block_rows, config.block_hidden
-    out_specs = [pl.BlockSpec((bn, bh), lambda i, j: (i, j))]
     if save_fp8:
-        out_shapes.append(jax.ShapeDtypeStruct(y.shape, FP8_DTYPE))
-        out_specs.append(pl.BlockSpec((bn, 2, bh), lambda i, j: (i, 0, j)))
+        out_shapes.append(jax.ShapeDtypeStruct((rows, 2 * hidden), FP8_DTYPE))
     if rows == 0:
-        return jnp.zeros(out_shapes[0].shape, y.dtype), (
+        return jnp.zeros((0, hidden), y.dtype), (
             jnp.zeros(y.shape, FP8_DTYPE) if save_fp8 else None
         )
-    inputs = [x for x in (y, bias, weights) if x is not None]
+    inputs = [y.reshape(rows, 2 * hidden)]
+    inputs += [x.reshape(-1) for x in (bias,) if x is not None]
+    inputs += [x for x in (weights,) if x is not None]
+    bn, bh = config.block_rows, config.block_hidden
     kernel = functools.partial(
         _forward_kernel,
         opts=opts,
+        tile=(rows, hidden, bn, bh),
         has_bias=bias is not None,
         has_weights=weights is not None,
         save_fp8=save_fp8,
@@ -149,14 +178,12 @@ def forward(y, bias, weights, opts: Options, *, save_fp8: bool, interpret=False,
         kernel,
         out_shape=out_shapes,
         grid=(pl.cdiv(rows, bn), pl.cdiv(hidden, bh)),
-        in_specs=_tile_specs(config, bias is not None, weights is not None),
-        out_specs=out_specs,
         compiler_params=_compiler_params(config),
         interpret=interpret,
         name="swiglu_forward_triton",
         cost_estimate=_cost(inputs, out_shapes, rows * hidden),
     )(*inputs)
-    return outs[0], (outs[1] if save_fp8 else None)
+    return outs[0], (outs[1].reshape(y.shape) if save_fp8 else None)
 
 
 def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, config=None):
@@ -171,45 +198,38 @@ def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, c
         )
     bn, bh = config.block_rows, config.block_hidden
     grid = (pl.cdiv(rows, bn), pl.cdiv(hidden, bh))
-    out_shapes = [jax.ShapeDtypeStruct(y.shape, dy_dtype)]
-    out_specs = [pl.BlockSpec((bn, 2, bh), lambda i, j: (i, 0, j))]
+    out_shapes = [jax.ShapeDtypeStruct((rows, 2 * hidden), dy_dtype)]
     if bias is not None:
-        out_shapes.append(jax.ShapeDtypeStruct((grid[0], 2, hidden), jnp.float32))
-        out_specs.append(pl.BlockSpec((None, 2, bh), lambda i, j: (i, 0, j)))
+        out_shapes.append(jax.ShapeDtypeStruct((grid[0], 2 * hidden), jnp.float32))
     if weights is not None:
         out_shapes.append(jax.ShapeDtypeStruct((rows, grid[1]), jnp.float32))
-        out_specs.append(pl.BlockSpec((bn, None), lambda i, j: (i, j)))
-    inputs = [x for x in (g, y, bias, weights) if x is not None]
+    inputs = [g, y.reshape(rows, 2 * hidden)]
+    inputs += [x.reshape(-1) for x in (bias,) if x is not None]
+    inputs += [x for x in (weights,) if x is not None]
     kernel = functools.partial(
         _backward_kernel,
         opts=opts,
+        tile=(rows, hidden, bn, bh),
         has_bias=bias is not None,
         has_weights=weights is not None,
-        rows=rows,
-        hidden=hidden,
     )
     outs = pl.pallas_call(
         kernel,
         out_shape=out_shapes,
         grid=grid,
-        in_specs=[
-            pl.BlockSpec((bn, bh), lambda i, j: (i, j)),
-            *_tile_specs(config, bias is not None, weights is not None),
-        ],
-        out_specs=out_specs,
         compiler_params=_compiler_params(config),
         interpret=interpret,
         name="swiglu_backward_triton",
         cost_estimate=_cost(inputs, out_shapes, rows * hidden),
     )(*inputs)
     outs = list(outs)
-    dy = outs.pop(0)
-    dbias = outs.pop(0).sum(axis=0).astype(bias.dtype) if bias is not None else None
-    dweights = (
-        outs.pop(0).sum(axis=1, keepdims=True).astype(weights.dtype)
-        if weights is not None
-        else None
-    )
+    dy = outs.pop(0).reshape(y.shape)
+    dbias = None
+    if bias is not None:
+        dbias = outs.pop(0).sum(axis=0).reshape(bias.shape).astype(bias.dtype)
+    dweights = None
+    if weights is not None:
+        dweights = outs.pop(0).sum(axis=1, keepdims=True).astype(weights.dtype)
     return dy, dbias, dweights
 
 
