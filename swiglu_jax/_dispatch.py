@@ -9,18 +9,19 @@ An implementation is a pair of functions on the canonical shapes (see ``_xla`` a
 - ``"xla"``: plain ``jax.numpy``, fused by XLA, on every platform.
 - ``"pallas:triton"``, ``"pallas:mosaic_gpu"``, ``"pallas:tpu"``: one kernel backend.
 - ``"pallas"``: the kernels of the platform the computation is lowered for: Mosaic TPU on
-  TPU; on CUDA, Mosaic GPU where the local GPU is a Hopper or newer and Triton otherwise.
-  Lowering for a platform without kernels (CPU) raises ``NotImplementedError``.
+  TPU; on CUDA the backends of ``cuda_kernel_backends()`` in order (Triton, then Mosaic
+  GPU on Hopper and newer). Lowering for a platform without kernels (CPU) raises
+  ``NotImplementedError``.
 - ``"interpret:<backend>"``: that backend's kernels in Pallas interpret mode, on any
   platform (TPU semantics for ``"interpret:tpu"``); ``"interpret"`` is
   ``"interpret:triton"``.
-- ``"auto"``: ``"pallas"`` where kernels exist for the platform and the input (TPU; CUDA
-  GPUs of compute capability 8.0 and newer), XLA otherwise.
+- ``"auto"``: ``"pallas"`` where kernels exist for the platform and accept the input (TPU;
+  CUDA GPUs of compute capability 8.0 and newer), XLA otherwise.
 
 The platform is the one the computation is *lowered* for, chosen through
 ``lax.platform_dependent``: a function exported for TPU from a CPU host takes the TPU
-branch. Only the CUDA choice between Mosaic GPU and Triton looks at the local device,
-since both lower for the same platform.
+branch. Only the order of the CUDA backends looks at the local device, since
+both lower for the same platform.
 """
 
 from __future__ import annotations
@@ -74,15 +75,23 @@ def _local_cuda_capability() -> float | None:
     return float(capability) if capability else None
 
 
-def _cuda_kernel_backend() -> str | None:
+def cuda_kernel_backends() -> tuple[str, ...]:
+    """The kernel backends for CUDA, in order of preference, for the local GPU.
+
+    Triton first wherever it runs: on an H100 it is measured faster than the Mosaic GPU
+    kernels today (benchmarks/RESULTS.md); Mosaic GPU takes over where Triton declines
+    an input or is gone from JAX. Without a local GPU (lowering for CUDA from a CPU
+    host), the portable Triton kernels.
+    """
     capability = _local_cuda_capability()
     if capability is None:
-        return "triton"  # Lowering for CUDA without a GPU here: the portable backend.
-    if capability >= MIN_MOSAIC_GPU_CAPABILITY:
-        return "mosaic_gpu"
+        return ("triton",)
+    backends = []
     if capability >= MIN_TRITON_CAPABILITY:
-        return "triton"
-    return None
+        backends.append("triton")
+    if capability >= MIN_MOSAIC_GPU_CAPABILITY:
+        backends.append("mosaic_gpu")
+    return tuple(backends)
 
 
 # Lowering for a platform that has no kernels under implementation="pallas" must fail
@@ -111,15 +120,18 @@ def _fails_when_lowered(reference_fn: Callable, message: str) -> Callable:
     return branch
 
 
-def _kernel_or_xla(backend: str, method: str, static: dict) -> Callable:
-    """The kernel of ``backend``, or XLA where this JAX lacks what the kernel needs
-    (``ImportError``) or the kernel declines the input (``NotImplementedError``)."""
+def _first_that_accepts(backends, method: str, params: dict, fallback: Callable) -> Callable:
+    """A branch running the first of ``backends`` whose kernels accept the input: a
+    backend declines with ``NotImplementedError`` (an input it cannot compute) or
+    ``ImportError`` (this JAX lacks what it needs). ``fallback`` runs if all decline."""
 
     def branch(*args):
-        try:
-            return functools.partial(getattr(kernel(backend), method), **static)(*args)
-        except (ImportError, NotImplementedError):
-            return functools.partial(getattr(XLA, method), **static)(*args)
+        for backend in backends:
+            try:
+                return functools.partial(getattr(kernel(backend), method), **params)(*args)
+            except (ImportError, NotImplementedError):
+                continue
+        return fallback(*args)
 
     return branch
 
@@ -139,15 +151,23 @@ def call(method: str, opts: Options, *args, **static):
         mode, backend = choice.split(":")
         return fn(kernel(backend, interpret=mode == "interpret"))(*args)
 
-    cuda_backend = _cuda_kernel_backend()
+    params = dict(opts=opts, **static)
+    cuda_backends = cuda_kernel_backends()
     if choice == "pallas":
         message = (
             "implementation='pallas': swiglu_jax has Pallas kernels for CUDA GPUs and TPUs "
             "only; lowering for {platform} needs implementation='xla', 'auto' or "
             "'interpret'."
         )
+
+        def declined(*args):
+            raise NotImplementedError(
+                f"implementation='pallas': no kernel backend {cuda_backends} computes "
+                f"these inputs; use implementation='auto' to fall back to XLA."
+            )
+
         branches = {
-            "cuda": fn(kernel(cuda_backend or "triton")),
+            "cuda": _first_that_accepts(cuda_backends, method, params, declined),
             "tpu": fn(kernel("tpu")),
             "cpu": _fails_when_lowered(fn(XLA), message.format(platform="cpu")),
         }
@@ -155,8 +175,8 @@ def call(method: str, opts: Options, *args, **static):
         return lax.platform_dependent(*args, default=default, **branches)
 
     # "auto"
-    params = dict(opts=opts, **static)
-    branches = {"tpu": _kernel_or_xla("tpu", method, params)}
-    if cuda_backend is not None:
-        branches["cuda"] = _kernel_or_xla(cuda_backend, method, params)
+    branches = {
+        "tpu": _first_that_accepts(("tpu",), method, params, fn(XLA)),
+        "cuda": _first_that_accepts(cuda_backends, method, params, fn(XLA)),
+    }
     return lax.platform_dependent(*args, default=fn(XLA), **branches)

@@ -77,7 +77,9 @@ def check(name, rng, rows, hidden, dtype) -> tuple[float, float, bool]:
     for key, grad in grads.items():
         error = testing.relative_error(grad, expected_grads[key])
         grad_error = max(grad_error, error)
-        ok &= error <= testing.tolerance(grad.dtype)
+        layout = options.get("layout", "split")
+        terms = testing.gradient_terms(key, args["y"].shape, layout)
+        ok &= error <= testing.tolerance(grad.dtype, terms=terms)
     return fwd_error, grad_error, ok
 
 

@@ -7,11 +7,14 @@ autodiff cannot hide. Used by the test suite and the demo.
 
 from __future__ import annotations
 
+import math
+
 import ml_dtypes
 import numpy as np
 
 # Largest relative norm error ||actual - expected|| / ||expected|| allowed per dtype of
 # the computed array: a few roundings to the dtype, with room for float32 reductions.
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
 TOLERANCES = {
     "float64": 1e-12,
     "float32": 5e-6,
@@ -20,8 +23,18 @@ TOLERANCES = {
 }
 
 
-def tolerance(dtype) -> float:
-    return TOLERANCES[np.dtype(dtype).name]
+def tolerance(dtype, *, terms: int = 1) -> float:
+    """The tolerance for arrays of ``dtype`` whose elements each sum ``terms`` float32
+    products (the bias gradient sums over rows, the weights gradient over the hidden
+    axis): float32 rounding in a sum grows like ``sqrt(terms)``."""
+    return max(TOLERANCES[np.dtype(dtype).name], 4 * FLOAT32_EPS * math.sqrt(terms))
+
+
+def gradient_terms(name: str, y_shape, layout: str = "split") -> int:
+    """How many terms each element of the gradient ``name`` ("y", "bias", "weights") sums."""
+    hidden = y_shape[-1] if layout == "stacked" else y_shape[-1] // 2
+    rows = math.prod(y_shape[:-2] if layout == "stacked" else y_shape[:-1])
+    return {"y": 1, "bias": rows, "weights": hidden}[name]
 
 
 def to_float64(x) -> np.ndarray:

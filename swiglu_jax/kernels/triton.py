@@ -46,10 +46,21 @@ def default_config(rows: int, hidden: int, dtype) -> BlockConfig:
     )
 
 
+# Pallas' Triton lowering switches to 64-bit offsets only for arrays above 2^32 bytes,
+# so an 8-bit array of 2^31 elements or more would be addressed with overflowing 32-bit
+# offsets (seen on an H100: wrong results, writes out of bounds). Such inputs are declined.
+MAX_8BIT_ELEMENTS = 2**31 - 1
+
+
 def _check(config: BlockConfig, *arrays):
     for x in arrays:
         if x is not None and x.dtype not in (*KERNEL_DTYPES, jnp.dtype(FP8_DTYPE)):
             raise NotImplementedError(f"the Triton kernels do not compute {x.dtype}")
+        if x is not None and x.dtype.itemsize == 1 and x.size > MAX_8BIT_ELEMENTS:
+            raise NotImplementedError(
+                f"the Triton kernels address 8-bit arrays of at most 2^31 - 1 elements, "
+                f"got {x.dtype} of shape {x.shape}"
+            )
     for name in ("block_rows", "block_hidden"):
         size = getattr(config, name)
         if size != next_power_of_2(size):
@@ -155,6 +166,8 @@ def forward(y, bias, weights, opts: Options, *, save_fp8: bool, interpret=False,
     rows, _, hidden = y.shape
     config = config or default_config(rows, hidden, y.dtype)
     _check(config, y, bias, weights)
+    if save_fp8:
+        _check(config, jax.ShapeDtypeStruct(y.shape, FP8_DTYPE))
     out_shapes = [jax.ShapeDtypeStruct((rows, hidden), y.dtype)]
     if save_fp8:
         out_shapes.append(jax.ShapeDtypeStruct((rows, 2 * hidden), FP8_DTYPE))
