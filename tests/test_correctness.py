@@ -189,3 +189,16 @@ def test_back_functions_against_numpy(rng):
     dy = sj.bias_swiglu_back(g, y, bias, layout="stacked")
     expected = testing.swiglu_backward(g, y, bias, layout="stacked")["y"]
     assert testing.relative_error(dy, expected) <= testing.tolerance(jnp.bfloat16)
+
+
+INTERPRETED = ("interpret:triton", "interpret:mosaic_gpu", "interpret:tpu")
+
+
+@pytest.mark.parametrize("options", ["default", "fp8_clamp", "gpt_oss"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("implementation", INTERPRETED)
+def test_kernels_through_the_ops(rng, implementation, variant, layout, options):
+    """Each kernel backend, interpreted on this host, behind the public ops and their VJP."""
+    options = {**OPTIONS[options], "implementation": implementation}
+    check_forward_and_vjp(rng, variant, (37,), 72, jnp.bfloat16, layout, options)
