@@ -39,7 +39,6 @@ from jax.interpreters import mlir
 from swiglu_jax import _xla
 from swiglu_jax._options import Options
 
-KERNEL_BACKENDS = ("triton", "mosaic_gpu", "tpu")
 MIN_TRITON_CAPABILITY = 8.0  # Ampere
 MIN_MOSAIC_GPU_CAPABILITY = 9.0  # Hopper
 
@@ -128,7 +127,8 @@ def _first_that_accepts(backends, method: str, params: dict, fallback: Callable)
     def branch(*args):
         for backend in backends:
             try:
-                return functools.partial(getattr(kernel(backend), method), **params)(*args)
+                implementation = kernel(backend)
+                return functools.partial(getattr(implementation, method), **params)(*args)
             except (ImportError, NotImplementedError):
                 continue
         return fallback(*args)
@@ -139,9 +139,10 @@ def _first_that_accepts(backends, method: str, params: dict, fallback: Callable)
 def call(method: str, opts: Options, *args, **static):
     """Runs ``method`` ("forward" or "backward") of the implementation ``opts`` selects."""
     choice = opts.implementation
+    params = dict(opts=opts, **static)
 
     def fn(impl: Implementation) -> Callable:
-        return functools.partial(getattr(impl, method), opts=opts, **static)
+        return functools.partial(getattr(impl, method), **params)
 
     if choice == "xla":
         return fn(XLA)(*args)
@@ -151,7 +152,6 @@ def call(method: str, opts: Options, *args, **static):
         mode, backend = choice.split(":")
         return fn(kernel(backend, interpret=mode == "interpret"))(*args)
 
-    params = dict(opts=opts, **static)
     cuda_backends = cuda_kernel_backends()
     if choice == "pallas":
         message = (
