@@ -1,0 +1,38 @@
+"""The benchmark command runs end to end on this host (XLA only; wall-clock timing)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from swiglu_jax import bench
+
+
+def test_minimum_bytes():
+    assert bench.minimum_bytes("fwd", 8, 16, 2) == 3 * 8 * 16 * 2
+    assert bench.minimum_bytes("bwd", 8, 16, 2) == 5 * 8 * 16 * 2
+    assert bench.minimum_bytes("fp8_fwd", 8, 16, 2) == 3 * 8 * 16 * 2 + 2 * 8 * 16
+    assert bench.minimum_bytes("weighted_bwd", 8, 16, 4) == 5 * 8 * 16 * 4 + 2 * 8 * 4
+
+
+def test_parse_sizes():
+    assert bench.parse_sizes("4096x4096,8x6") == [(4096, 2048), (8, 3)]
+    assert bench.parse_sizes("quick") == bench.SIZES["quick"]
+    with pytest.raises(ValueError, match="2H must be even"):
+        bench.parse_sizes("8x5")
+
+
+def test_runs_and_writes_results(tmp_path, capsys):
+    args = ["--sizes", "64x256", "--dtypes", "float32", "--impls", "xla", "--iters", "2",
+            "--out", str(tmp_path)]
+    assert bench.main(args) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    records = result["results"]
+    assert {r["op"] for r in records} == set(bench.OPS)
+    assert all(r["us"] > 0 and r["implementation"] == "xla" for r in records)
+    assert all(r["vs_best_peer"] == pytest.approx(1.0) for r in records)
+    output = capsys.readouterr().out
+    assert "% of copy" in output and "vs best peer" in output
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "bench.png").stat().st_size > 0
