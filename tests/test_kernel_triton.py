@@ -125,6 +125,9 @@ def test_default_config_serves_all_sizes():
             config = kernels.default_config(rows, hidden, jnp.bfloat16)
             assert config.block_rows * config.block_hidden <= kernels.TILE_ELEMENTS
             assert config.block_hidden <= max(hidden * 2, 1)
+            reducing = kernels.default_config(rows, hidden, jnp.bfloat16, reduces_rows=True)
+            # Tall tiles when rows are reduced: few float32 partial rows per output row.
+            assert reducing.block_rows >= min(64, kernels.next_power_of_2(rows))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
