@@ -9,9 +9,9 @@ An implementation is a pair of functions on the canonical shapes (see ``_xla`` a
 - ``"xla"``: plain ``jax.numpy``, fused by XLA, on every platform.
 - ``"pallas:triton"``, ``"pallas:mosaic_gpu"``, ``"pallas:tpu"``: one kernel backend.
 - ``"pallas"``: the kernels of the platform the computation is lowered for: Mosaic TPU on
-  TPU; on CUDA the backends of ``cuda_kernel_backends()`` in order (Triton, then Mosaic
-  GPU on Hopper and newer). Lowering for a platform without kernels (CPU) raises
-  ``NotImplementedError``.
+  TPU; on CUDA the backends of ``cuda_kernel_backends(dtype)`` in order (Triton and, on
+  Hopper and newer, Mosaic GPU, the faster for the dtype first). Lowering for a platform
+  without kernels (CPU) raises ``NotImplementedError``.
 - ``"interpret:<backend>"``: that backend's kernels in Pallas interpret mode, on any
   platform (TPU semantics for ``"interpret:tpu"``); ``"interpret"`` is
   ``"interpret:triton"``.
@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import mlir
@@ -74,13 +75,14 @@ def _local_cuda_capability() -> float | None:
     return float(capability) if capability else None
 
 
-def cuda_kernel_backends() -> tuple[str, ...]:
-    """The kernel backends for CUDA, in order of preference, for the local GPU.
+def cuda_kernel_backends(dtype) -> tuple[str, ...]:
+    """The kernel backends for CUDA, in order of preference, for the local GPU and the
+    dtype computed (the output's).
 
-    Triton first wherever it runs: on an H100 it is measured faster than the Mosaic GPU
-    kernels today (benchmarks/RESULTS.md); Mosaic GPU takes over where Triton declines
-    an input or is gone from JAX. Without a local GPU (lowering for CUDA from a CPU
-    host), the portable Triton kernels.
+    By measurement on an H100 (benchmarks/RESULTS.md): Triton first for 16-bit types,
+    where it is faster; Mosaic GPU first for float32, where it reaches the copy bandwidth
+    and Triton does not. The other follows for what the first declines. Without a local
+    GPU (lowering for CUDA from a CPU host), the portable Triton kernels.
     """
     capability = _local_cuda_capability()
     if capability is None:
@@ -90,6 +92,8 @@ def cuda_kernel_backends() -> tuple[str, ...]:
         backends.append("triton")
     if capability >= MIN_MOSAIC_GPU_CAPABILITY:
         backends.append("mosaic_gpu")
+        if jnp.dtype(dtype).itemsize >= 4:
+            backends.reverse()
     return tuple(backends)
 
 
@@ -152,7 +156,8 @@ def call(method: str, opts: Options, *args, **static):
         mode, backend = choice.split(":")
         return fn(kernel(backend, interpret=mode == "interpret"))(*args)
 
-    cuda_backends = cuda_kernel_backends()
+    # The dtype computed: the backward's dy_dtype, else the forward input's.
+    cuda_backends = cuda_kernel_backends(static.get("dy_dtype", args[0].dtype))
     if choice == "pallas":
         message = (
             "implementation='pallas': swiglu_jax has Pallas kernels for CUDA GPUs and TPUs "

@@ -24,8 +24,18 @@ def test_parse_sizes():
 
 
 def test_runs_and_writes_results(tmp_path, capsys):
-    args = ["--sizes", "64x256", "--dtypes", "float32", "--impls", "xla", "--iters", "2",
-            "--out", str(tmp_path)]
+    args = [
+        "--sizes",
+        "64x256",
+        "--dtypes",
+        "float32",
+        "--impls",
+        "xla",
+        "--iters",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     assert bench.main(args) == 0
     result = json.loads((tmp_path / "bench.json").read_text())
     records = result["results"]

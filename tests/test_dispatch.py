@@ -90,3 +90,20 @@ def test_exported_for_several_platforms(rng):
     f = jax.jit(lambda y: sj.swiglu(y, implementation="xla"))
     exported = jax.export.export(f, platforms=["cpu", "tpu", "cuda"])(spec)
     np.testing.assert_array_equal(exported.call(y), sj.swiglu(y, implementation="xla"))
+
+
+@pytest.mark.parametrize(
+    "capability,dtype,expected",
+    [
+        (None, jnp.bfloat16, ("triton",)),  # lowering for CUDA from a host without a GPU
+        (7.5, jnp.bfloat16, ()),  # Turing: XLA
+        (8.0, jnp.float32, ("triton",)),  # Ampere
+        (9.0, jnp.bfloat16, ("triton", "mosaic_gpu")),  # Hopper, 16-bit: Triton faster
+        (9.0, jnp.float32, ("mosaic_gpu", "triton")),  # Hopper, float32: Mosaic GPU faster
+    ],
+)
+def test_cuda_backends_by_capability_and_dtype(monkeypatch, capability, dtype, expected):
+    from swiglu_jax import _dispatch
+
+    monkeypatch.setattr(_dispatch, "_local_cuda_capability", lambda: capability)
+    assert _dispatch.cuda_kernel_backends(dtype) == expected
