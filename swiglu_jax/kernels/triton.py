@@ -27,29 +27,33 @@ from swiglu_jax.kernels.config import BlockConfig, next_power_of_2
 FP8_DTYPE = jnp.float8_e4m3fn
 KERNEL_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.float32))
 
-# Output elements one program computes by default: enough independent loads in flight
-# per warp without spilling (16 KiB of bfloat16 output).
-TILE_ELEMENTS = 8192
-MAX_BLOCK_HIDDEN = 1024
+# Tile shapes chosen by measurement (benchmarks/PERF_NOTES.md, H100, bf16): one row of
+# up to 4096 contiguous columns per program beat every taller, narrower tile of the same
+# size (8 x 1024: 85-96% of copy bandwidth; 1 x 4096: 93-98%).
+TILE_ELEMENTS = 4096
+MAX_BLOCK_HIDDEN = 4096
 # With a fused row reduction (the bias gradient) every tile writes one float32 partial
-# row per hidden column: tiles of 64 rows keep those partials to 4 / (64 * 2) = 3% of the
+# row per hidden column: 64-row tiles keep those partials to 4 / (64 * 2) = 3% of the
 # bfloat16 gradient's bytes (8-row tiles made them 25%, 77% of copy bandwidth on an H100).
-REDUCING_BLOCK_HIDDEN = 128
+REDUCING_TILE = (64, 128)
 
 
 def default_config(rows: int, hidden: int, dtype, *, reduces_rows: bool = False) -> BlockConfig:
-    """Tiles of about ``TILE_ELEMENTS`` outputs, as wide as the hidden size allows, or
-    ``REDUCING_BLOCK_HIDDEN`` wide (so, tall) when the kernel also reduces over rows.
+    """Tiles of ``TILE_ELEMENTS`` outputs, as wide as the hidden size allows, or
+    ``REDUCING_TILE`` when the kernel also reduces over rows.
 
     Triton needs power-of-two tiles; edge tiles are masked, so no size is excluded.
     """
     del dtype  # One tile shape serves every dtype: the output tile bounds the registers.
-    widest = REDUCING_BLOCK_HIDDEN if reduces_rows else MAX_BLOCK_HIDDEN
-    block_hidden = min(next_power_of_2(hidden), widest)
-    block_rows = min(next_power_of_2(max(rows, 1)), max(1, TILE_ELEMENTS // block_hidden))
-    return BlockConfig(
-        block_rows, block_hidden, num_warps=4 if block_rows * block_hidden <= 4096 else 8
-    )
+    if reduces_rows:
+        tall, wide = REDUCING_TILE
+        block_hidden = min(next_power_of_2(hidden), wide)
+        block_rows = min(next_power_of_2(max(rows, 1)), tall * wide // block_hidden)
+    else:
+        block_hidden = min(next_power_of_2(hidden), MAX_BLOCK_HIDDEN)
+        block_rows = min(next_power_of_2(max(rows, 1)), max(1, TILE_ELEMENTS // block_hidden))
+    num_warps = 4 if block_rows * block_hidden < 4096 else 8
+    return BlockConfig(block_rows, block_hidden, num_warps=num_warps)
 
 
 # Pallas' Triton lowering switches to 64-bit offsets only for arrays above 2^32 bytes,
