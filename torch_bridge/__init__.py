@@ -1,8 +1,385 @@
-"""torch_bridge: swiglu_jax's ops on torch autograd through zero-copy DLPack.
+"""torch_bridge: swiglu_jax's ops on torch autograd, a drop-in for Megatron-Core's
+``megatron.core.fusions.fused_bias_swiglu``.
 
-A drop-in for ``megatron.core.fusions.fused_bias_swiglu``. The package is reserved here;
-its functions arrive with the bridge (see the project's issues) and nothing is exported
-until they work.
+Replace ``from megatron.core.fusions.fused_bias_swiglu import ...`` with
+``from torch_bridge import ...``: the same names and signatures, computed by the
+swiglu_jax kernels (Pallas on CUDA GPUs, XLA on CPU) with tensors exchanged through
+DLPack without copies (see ``torch_bridge._exchange`` for the cases that copy once).
+
+Beyond Megatron: weights together with bias, the ``clamp_value``/``alpha``/
+``linear_offset`` keywords (GPT-OSS), any number of leading dimensions in the plain
+functions, and the ``SwiGLU`` module. Every function runs through two torch custom ops
+(``torch.ops.swiglu_jax.forward`` / ``backward``) with fake implementations and
+registered autograd, so models using the bridge compile with ``torch.compile``.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import math
+
+import torch
+
+from torch_bridge import _ops
+
+__all__ = [
+    "BiasSwiGLUFunction",
+    "SwiGLU",
+    "SwiGLUFunction",
+    "WeightedSwiGLUFunction",
+    "bias_swiglu",
+    "bias_swiglu_back",
+    "bias_swiglu_impl",
+    "swiglu",
+    "swiglu_back",
+    "weighted_bias_swiglu_impl",
+    "weighted_swiglu",
+    "weighted_swiglu_back",
+]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_tensor(fn: str, name: str, x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{fn}: {name} must be float16, bfloat16, float32 or float64, "
+            f"got {name}.dtype={x.dtype} with {name}.shape={tuple(x.shape)}"
+        )
+    return x
+
+
+def _check_options(fn: str, clamp_value, alpha, linear_offset) -> tuple:
+    if clamp_value is not None:
+        if isinstance(clamp_value, bool) or not isinstance(clamp_value, (int, float)):
+            raise TypeError(f"{fn}: clamp_value must be None or a number, got {clamp_value!r}")
+        if not (math.isfinite(clamp_value) and clamp_value > 0):
+            raise ValueError(
+                f"{fn}: clamp_value must be None or a finite number > 0, got {clamp_value!r}"
+            )
+        clamp_value = float(clamp_value)
+    for name, value in (("alpha", alpha), ("linear_offset", linear_offset)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{fn}: {name} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{fn}: {name} must be finite, got {value!r}")
+    return clamp_value, float(alpha), float(linear_offset)
+
+
+def _check(fn: str, y, bias=None, weights=None, g=None) -> tuple[int, ...]:
+    """Validates the tensors of one call; returns the token shape ``y.shape[:-1]``."""
+    _check_tensor(fn, "y", y)
+    if y.dim() < 1 or y.shape[-1] == 0 or y.shape[-1] % 2:
+        raise ValueError(
+            f"{fn}: y must have an even, nonzero last dimension holding [gate | up], "
+            f"got y.shape={tuple(y.shape)}"
+        )
+    lead, hidden = tuple(y.shape[:-1]), y.shape[-1] // 2
+    expected = {"bias": (2 * hidden,), "weights": (*lead, 1), "g": (*lead, hidden)}
+    for name, x in (("bias", bias), ("weights", weights), ("g", g)):
+        if x is None:
+            continue
+        _check_tensor(fn, name, x)
+        if tuple(x.shape) != expected[name]:
+            raise ValueError(
+                f"{fn}: {name} must have shape {expected[name]} for y.shape={tuple(y.shape)}, "
+                f"got {name}.shape={tuple(x.shape)}"
+            )
+        if x.device != y.device:
+            raise ValueError(f"{fn}: {name} is on {x.device} but y is on {y.device}")
+    return lead
+
+
+def _rows(y: torch.Tensor) -> torch.Tensor:
+    return y.reshape(-1, y.shape[-1])
+
+
+def _flat(x):
+    return None if x is None else x.reshape(-1, x.shape[-1])
+
+
+# ----------------------------------------------------------------------------- functions
+
+
+def _forward(fn, y, bias, weights, clamp_value, alpha, linear_offset, fp8_input_store):
+    lead = _check(fn, y, bias, weights)
+    options = _check_options(fn, clamp_value, alpha, linear_offset)
+    out, _ = _ops.forward(_rows(y), bias, _flat(weights), *options, fp8_input_store)
+    return out.reshape(*lead, out.shape[-1])
+
+
+def swiglu(y, *, clamp_value=None, alpha=1.0, linear_offset=0.0, fp8_input_store=False):
+    """``silu(y1) * y2`` for ``y = [y1 | y2]`` on the last dimension, differentiable.
+
+    With swiglu_jax's options: ``act(a) = a * sigmoid(alpha * a)``, ``b + linear_offset``,
+    ``clamp_value`` as in :func:`swiglu_jax.swiglu`; ``fp8_input_store`` saves the input for
+    the backward as float8_e4m3fn.
+    """
+    return _forward("swiglu", y, None, None, clamp_value, alpha, linear_offset, fp8_input_store)
+
+
+def bias_swiglu(y, bias, *, clamp_value=None, alpha=1.0, linear_offset=0.0, fp8_input_store=False):
+    """``swiglu(y + bias)`` with ``bias`` of shape ``(2H,)``; the bias gradient comes back
+    reduced to that shape."""
+    return _forward(
+        "bias_swiglu", y, bias, None, clamp_value, alpha, linear_offset, fp8_input_store
+    )
+
+
+def weighted_swiglu(
+    y, weights, *, bias=None, clamp_value=None, alpha=1.0, linear_offset=0.0, fp8_input_store=False
+):
+    """``swiglu(y [+ bias]) * weights`` with ``weights`` of shape ``y.shape[:-1] + (1,)``
+    (router probabilities, often float32); the output has ``y``'s dtype."""
+    return _forward(
+        "weighted_swiglu", y, bias, weights, clamp_value, alpha, linear_offset, fp8_input_store
+    )
+
+
+def _back(fn, g, y, bias, weights, clamp_value, alpha, linear_offset):
+    _check(fn, y, bias, weights, g)
+    options = _check_options(fn, clamp_value, alpha, linear_offset)
+    dy, _, dweights = _ops.backward(_rows(g).to(y.dtype), _rows(y), bias, _flat(weights), *options)
+    dy = dy.reshape(y.shape)
+    return dy if weights is None else (dy, dweights.reshape(weights.shape))
+
+
+def swiglu_back(g, y, *, clamp_value=None, alpha=1.0, linear_offset=0.0):
+    """The gradient of :func:`swiglu` with respect to ``y`` for the output gradient ``g``."""
+    return _back("swiglu_back", g, y, None, None, clamp_value, alpha, linear_offset)
+
+
+def bias_swiglu_back(g, y, bias, *, clamp_value=None, alpha=1.0, linear_offset=0.0):
+    """The gradient of :func:`bias_swiglu` with respect to ``y + bias`` (unreduced)."""
+    return _back("bias_swiglu_back", g, y, bias, None, clamp_value, alpha, linear_offset)
+
+
+def weighted_swiglu_back(
+    g, y, weights, *, bias=None, clamp_value=None, alpha=1.0, linear_offset=0.0
+):
+    """``(dy, dweights)`` of :func:`weighted_swiglu`, in the dtypes of ``y`` and
+    ``weights``."""
+    return _back("weighted_swiglu_back", g, y, bias, weights, clamp_value, alpha, linear_offset)
+
+
+# ----------------------------------------------------------------------------- Functions
+
+
+class _SwiGLUFunctionBase(torch.autograd.Function):
+    """Shared forward and backward of Megatron's three ``Function`` classes."""
+
+    @staticmethod
+    def _forward(ctx, fn, input, bias, weights, fp8_input_store, cpu_offload_input, options):
+        lead = _check(fn, input, bias, weights)
+        options = _check_options(fn, *options)
+        out, y_fp8 = _ops.forward(
+            _rows(input), bias, _flat(weights), *options, bool(fp8_input_store)
+        )
+        saved = y_fp8 if fp8_input_store else _rows(input)
+        if cpu_offload_input:
+            # Megatron's marker for its activation offloading; the memory issue moves them.
+            for tensor in (saved, bias):
+                if tensor is not None:
+                    tensor.activation_offloading = True
+        ctx.save_for_backward(saved, bias, _flat(weights))
+        ctx.options, ctx.input_shape = options, input.shape
+        ctx.weights_shape = None if weights is None else weights.shape
+        return out.reshape(*lead, out.shape[-1])
+
+    @staticmethod
+    def _backward(ctx, grad_output):
+        saved, bias, weights = ctx.saved_tensors
+        dy, dbias, dweights = _ops.backward(
+            _rows(grad_output).contiguous(), saved, bias, weights, *ctx.options
+        )
+        return (
+            dy.reshape(ctx.input_shape),
+            None if bias is None else dbias,
+            None if weights is None else dweights.reshape(ctx.weights_shape),
+        )
+
+
+class SwiGLUFunction(_SwiGLUFunctionBase):
+    """Megatron's ``SwiGLUFunction``: ``apply(input, fp8_input_store, cpu_offload_input)``,
+    plus optional ``clamp_value, alpha, linear_offset``."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        input,
+        fp8_input_store=False,
+        cpu_offload_input=False,
+        clamp_value=None,
+        alpha=1.0,
+        linear_offset=0.0,
+    ):
+        return _SwiGLUFunctionBase._forward(
+            ctx,
+            "SwiGLUFunction",
+            input,
+            None,
+            None,
+            fp8_input_store,
+            cpu_offload_input,
+            (clamp_value, alpha, linear_offset),
+        )
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        dy, _, _ = _SwiGLUFunctionBase._backward(ctx, grad_output)
+        return dy, None, None, None, None, None
+
+
+class BiasSwiGLUFunction(_SwiGLUFunctionBase):
+    """Megatron's ``BiasSwiGLUFunction``: ``apply(input, bias, fp8_input_store,
+    cpu_offload_input)``, plus optional ``clamp_value, alpha, linear_offset``. The bias
+    gradient comes back reduced to the bias's shape."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        input,
+        bias,
+        fp8_input_store=False,
+        cpu_offload_input=False,
+        clamp_value=None,
+        alpha=1.0,
+        linear_offset=0.0,
+    ):
+        if bias is None:
+            raise TypeError("BiasSwiGLUFunction: bias is required, got None")
+        return _SwiGLUFunctionBase._forward(
+            ctx,
+            "BiasSwiGLUFunction",
+            input,
+            bias,
+            None,
+            fp8_input_store,
+            cpu_offload_input,
+            (clamp_value, alpha, linear_offset),
+        )
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        dy, dbias, _ = _SwiGLUFunctionBase._backward(ctx, grad_output)
+        return dy, dbias, None, None, None, None, None
+
+
+class WeightedSwiGLUFunction(_SwiGLUFunctionBase):
+    """Megatron's ``WeightedSwiGLUFunction``: ``apply(input, weights, fp8_input_store)``,
+    plus optional ``bias, clamp_value, alpha, linear_offset`` (weights with bias: beyond
+    Megatron)."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        input,
+        weights,
+        fp8_input_store=False,
+        bias=None,
+        clamp_value=None,
+        alpha=1.0,
+        linear_offset=0.0,
+    ):
+        if weights is None:
+            raise TypeError("WeightedSwiGLUFunction: weights is required, got None")
+        return _SwiGLUFunctionBase._forward(
+            ctx,
+            "WeightedSwiGLUFunction",
+            input,
+            bias,
+            weights,
+            fp8_input_store,
+            False,
+            (clamp_value, alpha, linear_offset),
+        )
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        dy, dbias, dweights = _SwiGLUFunctionBase._backward(ctx, grad_output)
+        return dy, dweights, None, dbias, None, None, None
+
+
+# ----------------------------------------------------------------------------- Megatron impl
+
+
+def _check_rank(fn: str, input) -> tuple[int, ...]:
+    shape = tuple(input.shape)
+    if len(shape) not in (2, 3):
+        raise AssertionError(
+            f"{fn}: input must be 2-D [tokens, 2H] or 3-D [s, b, 2H], "
+            f"got {len(shape)}-D input of shape {shape}"
+        )
+    return shape
+
+
+def bias_swiglu_impl(
+    input,
+    bias,
+    fp8_input_store=False,
+    cpu_offload_input=False,
+    clamp_value=None,
+    *,
+    alpha=1.0,
+    linear_offset=0.0,
+):
+    """Megatron's ``bias_swiglu_impl``: 2-D or 3-D ``input`` (else ``AssertionError``),
+    ``bias`` ``(2H,)`` or ``None``."""
+    _check_rank("bias_swiglu_impl", input)
+    options = (clamp_value, alpha, linear_offset)
+    if bias is None:
+        return SwiGLUFunction.apply(input, fp8_input_store, cpu_offload_input, *options)
+    return BiasSwiGLUFunction.apply(input, bias, fp8_input_store, cpu_offload_input, *options)
+
+
+def weighted_bias_swiglu_impl(
+    input, bias, weights, fp8_input_store=False, clamp_value=None, *, alpha=1.0, linear_offset=0.0
+):
+    """Megatron's ``weighted_bias_swiglu_impl``: 2-D or 3-D ``input``; ``weights`` of
+    shape ``input.shape[:-1] + (1,)`` or ``(tokens, 1)``; ``bias`` may be given too."""
+    shape = _check_rank("weighted_bias_swiglu_impl", input)
+    token_shape, tokens = (*shape[:-1], 1), math.prod(shape[:-1])
+    if isinstance(weights, torch.Tensor) and tuple(weights.shape) == (tokens, 1):
+        weights = weights.reshape(token_shape)
+    return WeightedSwiGLUFunction.apply(
+        input, weights, fp8_input_store, bias, clamp_value, alpha, linear_offset
+    )
+
+
+class SwiGLU(torch.nn.Module):
+    """``SwiGLU()(y)``, ``SwiGLU(bias_features=2H)(y)`` with a learned bias, or
+    ``module(y, weights=router_probs)``: the bridge's op as a module."""
+
+    def __init__(
+        self,
+        bias_features: int | None = None,
+        *,
+        clamp_value=None,
+        alpha=1.0,
+        linear_offset=0.0,
+        fp8_input_store=False,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.options = dict(
+            clamp_value=clamp_value,
+            alpha=alpha,
+            linear_offset=linear_offset,
+            fp8_input_store=fp8_input_store,
+        )
+        _check_options("SwiGLU", clamp_value, alpha, linear_offset)
+        self.bias = None
+        if bias_features is not None:
+            self.bias = torch.nn.Parameter(torch.zeros(bias_features, device=device, dtype=dtype))
+
+    def forward(self, y, weights=None):
+        if weights is not None:
+            return weighted_swiglu(y, weights, bias=self.bias, **self.options)
+        if self.bias is not None:
+            return bias_swiglu(y, self.bias, **self.options)
+        return swiglu(y, **self.options)

@@ -1,0 +1,148 @@
+"""The two torch custom ops that carry every bridge function: ``swiglu_jax::forward`` and
+``swiglu_jax::backward``, each with a fake (meta) implementation so that
+``torch.compile`` traces through them without a graph break, and the forward with its
+autograd formula registered.
+
+Shapes are the bridge's canonical ones: ``y`` is ``(N, 2H)`` (``[gate | up]``), ``bias``
+``(2H,)``, ``weights`` ``(N, 1)``, ``g`` ``(N, H)``. Absent optional outputs are empty
+tensors (custom ops return tensors, not ``None``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import jax
+import torch
+
+from swiglu_jax import _dispatch
+from swiglu_jax._options import Options
+from torch_bridge._exchange import to_jax, to_torch
+
+FP8 = torch.float8_e4m3fn
+
+
+@functools.cache
+def _jax_forward(clamp_value, alpha, linear_offset, save_fp8):
+    opts = Options(clamp_value, alpha, linear_offset)
+
+    @jax.jit
+    def forward(y, bias, weights):
+        rows = y.shape[0]
+        y3 = y.reshape(rows, 2, -1)
+        bias = None if bias is None else bias.reshape(2, -1)
+        out, y_fp8 = _dispatch.call("forward", opts, y3, bias, weights, save_fp8=save_fp8)
+        return out, (None if y_fp8 is None else y_fp8.reshape(rows, -1))
+
+    return forward
+
+
+@functools.cache
+def _jax_backward(clamp_value, alpha, linear_offset):
+    opts = Options(clamp_value, alpha, linear_offset)
+
+    @jax.jit
+    def backward(g, y, bias, weights):
+        rows = y.shape[0]
+        bias2 = None if bias is None else bias.reshape(2, -1)
+        dy, dbias, dweights = _dispatch.call(
+            "backward", opts, g, y.reshape(rows, 2, -1), bias2, weights, dy_dtype=g.dtype
+        )
+        return dy.reshape(rows, -1), (None if dbias is None else dbias.reshape(-1)), dweights
+
+    return backward
+
+
+def _optional(tensor):
+    return None if tensor is None else to_jax(tensor)
+
+
+def _precision(*tensors):
+    """JAX computes float64 only with 64-bit types enabled (off by default): enabled for
+    calls that carry float64 tensors, so they are not silently computed in float32."""
+    wide = any(t is not None and t.dtype == torch.float64 for t in tensors)
+    return jax.enable_x64(True) if wide else contextlib.nullcontext()
+
+
+def _empty(like: torch.Tensor, dtype=None) -> torch.Tensor:
+    return like.new_empty((0,), dtype=dtype or like.dtype)
+
+
+@torch.library.custom_op("swiglu_jax::forward", mutates_args=())
+def forward(
+    y: torch.Tensor,
+    bias: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    clamp_value: float | None,
+    alpha: float,
+    linear_offset: float,
+    save_fp8: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(out, y_fp8)``; ``y_fp8`` is empty unless ``save_fp8``."""
+    fn = _jax_forward(clamp_value, alpha, linear_offset, save_fp8)
+    with _precision(y, bias, weights):
+        out, y_fp8 = fn(to_jax(y), _optional(bias), _optional(weights))
+    return to_torch(out), (to_torch(y_fp8) if save_fp8 else _empty(y, FP8))
+
+
+@forward.register_fake
+def _(y, bias, weights, clamp_value, alpha, linear_offset, save_fp8):
+    rows, two_h = y.shape
+    y_fp8 = y.new_empty((rows, two_h), dtype=FP8) if save_fp8 else _empty(y, FP8)
+    return y.new_empty((rows, two_h // 2)), y_fp8
+
+
+@torch.library.custom_op("swiglu_jax::backward", mutates_args=())
+def backward(
+    g: torch.Tensor,
+    y: torch.Tensor,
+    bias: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    clamp_value: float | None,
+    alpha: float,
+    linear_offset: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns ``(dy, dbias, dweights)`` in the dtypes of ``g``, ``bias`` and
+    ``weights``; the last two are empty when absent. ``y`` may be the fp8 copy."""
+    fn = _jax_backward(clamp_value, alpha, linear_offset)
+    with _precision(g, y, bias, weights):
+        dy, dbias, dweights = fn(to_jax(g), to_jax(y), _optional(bias), _optional(weights))
+    return (
+        to_torch(dy),
+        _empty(g) if bias is None else to_torch(dbias),
+        _empty(g) if weights is None else to_torch(dweights),
+    )
+
+
+@backward.register_fake
+def _(g, y, bias, weights, clamp_value, alpha, linear_offset):
+    return (
+        g.new_empty(y.shape),
+        _empty(g) if bias is None else torch.empty_like(bias),
+        _empty(g) if weights is None else torch.empty_like(weights),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    y, bias, weights, clamp_value, alpha, linear_offset, save_fp8 = inputs
+    _, y_fp8 = output
+    ctx.save_for_backward(y_fp8 if save_fp8 else y, bias, weights)
+    ctx.options = (clamp_value, alpha, linear_offset)
+
+
+def _backward(ctx, grad_out, grad_fp8):
+    saved, bias, weights = ctx.saved_tensors
+    dy, dbias, dweights = backward(grad_out.contiguous(), saved, bias, weights, *ctx.options)
+    return (
+        dy,
+        None if bias is None else dbias,
+        None if weights is None else dweights,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+forward.register_autograd(_backward, setup_context=_setup_context)
