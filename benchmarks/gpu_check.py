@@ -3,7 +3,8 @@
     PYTHONPATH=. python3 benchmarks/gpu_check.py [--out DIR] [--quick]
 
 1. Runs tests/test_gpu.py (every implementation, variant, option, dtype and ragged shape
-   against the float64 reference; one input above 2^31 elements) and keeps its log.
+   against the float64 reference; one input above 2^31 elements) and
+   tests/test_gpu_torch_bridge.py (zero-copy, stream safety), and keeps the log.
 2. Measures the copy bandwidth, then times forward and backward of each implementation
    at a few sizes (wall-clock over back-to-back jitted calls on rotating inputs, so only
    sizes whose kernels outlast the dispatch are meaningful; device-time benchmarking is

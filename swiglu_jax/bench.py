@@ -231,6 +231,29 @@ def _torch_candidate(formulas: str, compile_mode: str | None = None):
     return build
 
 
+def _bridge_candidate():
+    """torch_bridge: our kernels called from torch through DLPack (its host overhead shows
+    in the end-to-end column, next to the JAX-side ``swiglu_jax:*`` rows)."""
+
+    def build(op, rows, hidden, dtype, sets):
+        import torch
+
+        import torch_bridge  # noqa: F401  (registers torch.ops.swiglu_jax)
+
+        forward, backward = torch.ops.swiglu_jax.forward, torch.ops.swiglu_jax.backward
+        fn = {
+            "fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, False)[0],
+            "fp8_fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, True),
+            "bwd": lambda g, y: backward(g, y, None, None, None, 1.0, 0.0)[0],
+            "bias_bwd": lambda g, y, b: backward(g, y, b, None, None, 1.0, 0.0)[:2],
+            "weighted_bwd": lambda g, y, w: backward(g, y, None, w, None, 1.0, 0.0)[::2],
+        }[op]
+        _, inputs, sync = _torch_candidate("megatron")(op, rows, hidden, dtype, sets)
+        return fn, inputs, sync
+
+    return build
+
+
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     name: str
@@ -250,6 +273,7 @@ def candidates() -> list[Candidate]:
     ]
     return [
         *ours,
+        Candidate("torch_bridge", True, _bridge_candidate(), needs="torch"),
         Candidate("xla", False, _jax_candidate(_xla)),
         Candidate("torch eager", False, _torch_candidate("megatron"), needs="torch"),
         Candidate(

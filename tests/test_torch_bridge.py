@@ -323,3 +323,10 @@ def test_torch_compile_fullgraph_trains_like_eager():
     np.testing.assert_allclose(
         train(compiled, steps=5, compile_=True), train(eager, steps=5), rtol=1e-5
     )
+
+
+def test_ops_are_tagged_for_cuda_graph_partitioning():
+    if not hasattr(torch.Tag, "cudagraph_unsafe"):
+        pytest.skip("this torch has no cudagraph_unsafe tag")
+    for op in (torch.ops.swiglu_jax.forward.default, torch.ops.swiglu_jax.backward.default):
+        assert torch.Tag.cudagraph_unsafe in op.tags

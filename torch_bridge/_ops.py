@@ -22,6 +22,11 @@ from torch_bridge._exchange import to_jax, to_torch
 
 FP8 = torch.float8_e4m3fn
 
+# JAX launches its kernels on its own stream, which a torch CUDA graph cannot capture:
+# the tag makes inductor's CUDA-graph partitioning (torch._inductor.config.graph_partition)
+# run the ops outside captured graphs instead of refusing to graph the whole model.
+_TAGS = (torch.Tag.cudagraph_unsafe,) if hasattr(torch.Tag, "cudagraph_unsafe") else ()
+
 
 @functools.cache
 def _jax_forward(clamp_value, alpha, linear_offset, save_fp8):
@@ -69,7 +74,7 @@ def _empty(like: torch.Tensor, dtype=None) -> torch.Tensor:
     return like.new_empty((0,), dtype=dtype or like.dtype)
 
 
-@torch.library.custom_op("swiglu_jax::forward", mutates_args=())
+@torch.library.custom_op("swiglu_jax::forward", mutates_args=(), tags=_TAGS)
 def forward(
     y: torch.Tensor,
     bias: torch.Tensor | None,
@@ -93,7 +98,7 @@ def _(y, bias, weights, clamp_value, alpha, linear_offset, save_fp8):
     return y.new_empty((rows, two_h // 2)), y_fp8
 
 
-@torch.library.custom_op("swiglu_jax::backward", mutates_args=())
+@torch.library.custom_op("swiglu_jax::backward", mutates_args=(), tags=_TAGS)
 def backward(
     g: torch.Tensor,
     y: torch.Tensor,
