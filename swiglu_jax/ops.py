@@ -8,7 +8,6 @@ the implementations (XLA, Pallas kernels) never see a layout.
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -91,55 +90,67 @@ def _check_shape(fn: str, name: str, x: jax.Array, expected: tuple[int, ...], y_
         )
 
 
-class _Call:
-    """One op call's validated arrays, reshaped to the canonical shapes."""
-
-    def __init__(self, fn: str, opts: Options, y, bias=None, weights=None, g=None):
-        y = _float_array(fn, "y", y)
-        lead, hidden = _lead_and_hidden(fn, y, opts.layout)
-        self.lead, self.hidden, self.rows = lead, hidden, math.prod(lead)
-        self.y_shape = y.shape
-        self.out_shape = (*lead, hidden)
-        self.y = y.reshape(self.rows, 2, hidden)
-        self.bias = self.weights = self.g = None
-        if bias is not None:
-            bias = _float_array(fn, "bias", bias)
-            row_shape = (2, hidden) if opts.layout == "stacked" else (2 * hidden,)
-            _check_shape(fn, "bias", bias, row_shape, y.shape, "one row of y")
-            self.bias = bias.reshape(2, hidden)
-        if weights is not None:
-            weights = _float_array(fn, "weights", weights)
-            _check_shape(fn, "weights", weights, (*lead, 1), y.shape, "one weight per token")
-            self.weights = weights.reshape(self.rows, 1)
-            self.weights_shape = weights.shape
-        if g is not None:
-            g = _float_array(fn, "g", g)
-            _check_shape(fn, "g", g, self.out_shape, y.shape, "the output's shape")
-            self.g = g.reshape(self.rows, hidden)
-
-    def output(self, out: jax.Array) -> jax.Array:
-        return out.reshape(self.out_shape)
+def _validated(fn: str, opts: Options, y, bias=None, weights=None, g=None):
+    """``(y, bias, weights, g)`` as JAX arrays, checked against each other's shapes."""
+    y = _float_array(fn, "y", y)
+    lead, hidden = _lead_and_hidden(fn, y, opts.layout)
+    if bias is not None:
+        bias = _float_array(fn, "bias", bias)
+        row_shape = (2, hidden) if opts.layout == "stacked" else (2 * hidden,)
+        _check_shape(fn, "bias", bias, row_shape, y.shape, "one row of y")
+    if weights is not None:
+        weights = _float_array(fn, "weights", weights)
+        _check_shape(fn, "weights", weights, (*lead, 1), y.shape, "one weight per token")
+    if g is not None:
+        g = _float_array(fn, "g", g)
+        _check_shape(fn, "g", g, (*lead, hidden), y.shape, "the output's shape")
+    return y, bias, weights, g
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _backward_core(opts: Options, g, y, bias, weights):
-    return _dispatch.call("backward", opts, g, y, bias, weights, dy_dtype=y.dtype)
+def _canonical(y, bias, weights, hidden: int):
+    """Free reshapes to ``(N, 2, H)``, ``(2, H)`` and ``(N, 1)``: both layouts store a
+    row's gate before its linear half, so one view serves both."""
+    rows = y.size // (2 * hidden)
+    return (
+        y.reshape(rows, 2, hidden),
+        None if bias is None else bias.reshape(2, hidden),
+        None if weights is None else weights.reshape(rows, 1),
+    )
 
 
-# Jitted so that eager calls reuse the traced dispatch; inlined under an outer jit.
-_swiglu_core_jit = jax.jit(_swiglu_core, static_argnums=3)
+def _lead_shape(y, opts: Options) -> tuple[tuple[int, ...], int]:
+    if opts.layout == "stacked":
+        return y.shape[:-2], y.shape[-1]
+    return y.shape[:-1], y.shape[-1] // 2
+
+
+# Jitted with the reshapes inside, so that an eager call costs one dispatch of a cached
+# executable; inlined under an outer jit.
+@functools.partial(jax.jit, static_argnums=3)
+def _forward_jit(y, bias, weights, opts: Options):
+    lead, hidden = _lead_shape(y, opts)
+    return _swiglu_core(*_canonical(y, bias, weights, hidden), opts).reshape(*lead, hidden)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _backward_jit(g, y, bias, weights, opts: Options):
+    _, hidden = _lead_shape(y, opts)
+    y3, bias2, weights2 = _canonical(y, bias, weights, hidden)
+    dy, _, dweights = _dispatch.call(
+        "backward", opts, g.reshape(-1, hidden), y3, bias2, weights2, dy_dtype=y.dtype
+    )
+    return dy.reshape(y.shape), (None if weights is None else dweights.reshape(weights.shape))
 
 
 def _forward(fn: str, y, bias, weights, opts: Options) -> jax.Array:
-    call = _Call(fn, opts, y, bias=bias, weights=weights)
-    return call.output(_swiglu_core_jit(call.y, call.bias, call.weights, opts))
+    y, bias, weights, _ = _validated(fn, opts, y, bias, weights)
+    return _forward_jit(y, bias, weights, opts)
 
 
 def _backward(fn: str, g, y, bias, weights, opts: Options):
-    call = _Call(fn, opts, y, bias=bias, weights=weights, g=g)
-    dy, _, dweights = _backward_core(opts, call.g, call.y, call.bias, call.weights)
-    dy = dy.reshape(call.y_shape)
-    return dy if weights is None else (dy, dweights.reshape(call.weights_shape))
+    y, bias, weights, g = _validated(fn, opts, y, bias, weights, g)
+    dy, dweights = _backward_jit(g, y, bias, weights, opts)
+    return dy if weights is None else (dy, dweights)
 
 
 # ----------------------------------------------------------------------------- public ops
