@@ -105,13 +105,6 @@ def _flat(x):
 # ----------------------------------------------------------------------------- functions
 
 
-def _forward(fn, y, bias, weights, clamp_value, alpha, linear_offset, fp8_input_store):
-    lead = _check(fn, y, bias, weights)
-    options = _check_options(fn, clamp_value, alpha, linear_offset)
-    out, _ = _ops.forward(_rows(y), bias, _flat(weights), *options, fp8_input_store)
-    return out.reshape(*lead, out.shape[-1])
-
-
 def swiglu(y, *, clamp_value=None, alpha=1.0, linear_offset=0.0, fp8_input_store=False):
     """``silu(y1) * y2`` for ``y = [y1 | y2]`` on the last dimension, differentiable.
 
@@ -119,14 +112,14 @@ def swiglu(y, *, clamp_value=None, alpha=1.0, linear_offset=0.0, fp8_input_store
     ``clamp_value`` as in :func:`swiglu_jax.swiglu`; ``fp8_input_store`` saves the input for
     the backward as float8_e4m3fn.
     """
-    return _forward("swiglu", y, None, None, clamp_value, alpha, linear_offset, fp8_input_store)
+    return SwiGLUFunction.apply(y, fp8_input_store, False, clamp_value, alpha, linear_offset)
 
 
 def bias_swiglu(y, bias, *, clamp_value=None, alpha=1.0, linear_offset=0.0, fp8_input_store=False):
     """``swiglu(y + bias)`` with ``bias`` of shape ``(2H,)``; the bias gradient comes back
     reduced to that shape."""
-    return _forward(
-        "bias_swiglu", y, bias, None, clamp_value, alpha, linear_offset, fp8_input_store
+    return BiasSwiGLUFunction.apply(
+        y, bias, fp8_input_store, False, clamp_value, alpha, linear_offset
     )
 
 
@@ -135,8 +128,8 @@ def weighted_swiglu(
 ):
     """``swiglu(y [+ bias]) * weights`` with ``weights`` of shape ``y.shape[:-1] + (1,)``
     (router probabilities, often float32); the output has ``y``'s dtype."""
-    return _forward(
-        "weighted_swiglu", y, bias, weights, clamp_value, alpha, linear_offset, fp8_input_store
+    return WeightedSwiGLUFunction.apply(
+        y, weights, fp8_input_store, bias, clamp_value, alpha, linear_offset
     )
 
 
