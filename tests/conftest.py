@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 SEED = int(os.environ.get("SWIGLU_TEST_SEED", secrets.randbits(32)))
+# pytest-xdist workers inherit the environment: the whole run shares the printed seed.
+os.environ["SWIGLU_TEST_SEED"] = str(SEED)
 
 
 def pytest_report_header(config):
