@@ -15,8 +15,10 @@ import jax.numpy as jnp
 from swiglu_jax.ops import bias_swiglu, swiglu, weighted_swiglu
 
 
-def _check_rank(fn: str, input) -> tuple[int, ...]:
-    shape = jnp.shape(input)
+def check_rank(fn: str, input) -> tuple[int, ...]:
+    """Megatron's contract for its ``*_impl`` entry points (JAX arrays or torch tensors):
+    2-D or 3-D ``input``, else an ``AssertionError`` naming ``fn``; returns the shape."""
+    shape = tuple(jnp.shape(input))
     if len(shape) not in (2, 3):
         # Raised, not asserted, so that `python -O` keeps Megatron's contract.
         raise AssertionError(
@@ -43,7 +45,7 @@ def bias_swiglu_impl(
       AssertionError: ``input`` is not 2-D or 3-D.
       TypeError, ValueError, NotImplementedError: as :func:`swiglu_jax.swiglu`.
     """
-    _check_rank("bias_swiglu_impl", input)
+    check_rank("bias_swiglu_impl", input)
     options = dict(
         clamp_value=clamp_value,
         alpha=alpha,
@@ -80,7 +82,7 @@ def weighted_bias_swiglu_impl(
       ValueError: ``weights`` has neither accepted shape.
       TypeError, ValueError, NotImplementedError: as :func:`swiglu_jax.weighted_swiglu`.
     """
-    shape = _check_rank("weighted_bias_swiglu_impl", input)
+    shape = check_rank("weighted_bias_swiglu_impl", input)
     if weights is not None:
         token_shape = (*shape[:-1], 1)
         tokens = math.prod(shape[:-1])

@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from swiglu_jax.megatron import check_rank
 from torch_bridge import _ops
 
 __all__ = [
@@ -300,16 +301,6 @@ class WeightedSwiGLUFunction(_SwiGLUFunctionBase):
 # ----------------------------------------------------------------------------- Megatron impl
 
 
-def _check_rank(fn: str, input) -> tuple[int, ...]:
-    shape = tuple(input.shape)
-    if len(shape) not in (2, 3):
-        raise AssertionError(
-            f"{fn}: input must be 2-D [tokens, 2H] or 3-D [s, b, 2H], "
-            f"got {len(shape)}-D input of shape {shape}"
-        )
-    return shape
-
-
 def bias_swiglu_impl(
     input,
     bias,
@@ -322,7 +313,7 @@ def bias_swiglu_impl(
 ):
     """Megatron's ``bias_swiglu_impl``: 2-D or 3-D ``input`` (else ``AssertionError``),
     ``bias`` ``(2H,)`` or ``None``."""
-    _check_rank("bias_swiglu_impl", input)
+    check_rank("bias_swiglu_impl", input)
     options = (clamp_value, alpha, linear_offset)
     if bias is None:
         return SwiGLUFunction.apply(input, fp8_input_store, cpu_offload_input, *options)
@@ -334,7 +325,7 @@ def weighted_bias_swiglu_impl(
 ):
     """Megatron's ``weighted_bias_swiglu_impl``: 2-D or 3-D ``input``; ``weights`` of
     shape ``input.shape[:-1] + (1,)`` or ``(tokens, 1)``; ``bias`` may be given too."""
-    shape = _check_rank("weighted_bias_swiglu_impl", input)
+    shape = check_rank("weighted_bias_swiglu_impl", input)
     token_shape, tokens = (*shape[:-1], 1), math.prod(shape[:-1])
     if isinstance(weights, torch.Tensor) and tuple(weights.shape) == (tokens, 1):
         weights = weights.reshape(token_shape)
