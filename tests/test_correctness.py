@@ -169,7 +169,10 @@ def test_back_functions_match_vjp(rng, variant):
     else:
         dy, dweights = sj.weighted_swiglu_back(g, y, weights, bias=bias, **options)
         np.testing.assert_array_equal(dy, grads["y"])
-        np.testing.assert_array_equal(dweights, grads["weights"])
+        # A float32 sum in two different programs: a sum's tolerance, not bit equality.
+        terms = testing.gradient_terms("weights", y.shape)
+        error = testing.relative_error(dweights, grads["weights"])
+        assert error <= testing.tolerance(jnp.float32, terms=terms)
         assert dweights.dtype == weights.dtype
 
 

@@ -10,6 +10,7 @@ import pytest
 from helpers import exported_text, make_inputs
 
 import swiglu_jax as sj
+from swiglu_jax import testing
 
 TRITON = "stablehlo.custom_call @__gpu$xla.gpu.triton"
 TPU = "tpu_custom_call"
@@ -29,8 +30,10 @@ def test_implementations_agree_on_cpu(rng, implementation):
     y, bias, _ = make_inputs(rng, "bias", (5,), 12, jnp.float32)
     expected = value_and_grad(implementation="xla")(y, bias)
     actual = value_and_grad(implementation=implementation)(y, bias)
+    # The loss and the bias gradient are float32 sums, ordered differently by a kernel's
+    # per-block partials and by XLA: a sum's tolerance, not bit equality.
     for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6)
+        assert testing.relative_error(a, e) <= testing.tolerance(jnp.float32, terms=y.size)
 
 
 def test_pallas_on_cpu_is_a_clear_error(rng):

@@ -27,7 +27,12 @@ def test_jit_matches_eager(rng, variant):
     eager = jax.grad(f)(args)
     for transformed in (jax.jit(jax.grad(f)), jax.grad(jax.jit(f))):
         for name, grad in transformed(args).items():
-            np.testing.assert_array_equal(grad, eager[name])
+            if name == "y":  # elementwise: the same code, the same bits
+                np.testing.assert_array_equal(grad, eager[name])
+            else:  # sums, which XLA may order differently in different programs
+                terms = testing.gradient_terms(name, y.shape)
+                tolerance = testing.tolerance(grad.dtype, terms=terms)
+                assert testing.relative_error(grad, eager[name]) <= tolerance, name
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -40,7 +45,11 @@ def test_remat(rng, variant):
     for policy in (None, jax.checkpoint_policies.nothing_saveable):
         rematted = jax.jit(jax.grad(jax.checkpoint(f, policy=policy)))(args)
         for name, grad in rematted.items():
-            np.testing.assert_allclose(grad, plain[name], rtol=1e-6, atol=1e-6)
+            # Same math; XLA may order the float32 sums of the bias and weights
+            # gradients differently in the two programs (seen: 6e-6 on one element).
+            terms = testing.gradient_terms(name, y.shape)
+            error = testing.relative_error(grad, plain[name])
+            assert error <= testing.tolerance(jnp.float32, terms=terms), (name, error)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
