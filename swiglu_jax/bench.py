@@ -366,7 +366,9 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def run(sizes, dtypes, ops, names, iters, progress=print) -> dict:
+def run(sizes, dtypes, ops, names, iters, progress=print, checkpoint=None) -> dict:
+    """Times every chosen candidate; ``checkpoint(partial_result)`` after each record, so
+    a run cut short (a time limit on the GPU machine) still leaves what it measured."""
     import importlib.util
 
     chosen = [c for c in candidates() if not names or c.name in names]
@@ -422,8 +424,15 @@ def run(sizes, dtypes, ops, names, iters, progress=print) -> dict:
                     progress(
                         f"[{done}/{total}] {op} {rows}x{2 * hidden} {dtype} {cand.name}: {status}"
                     )
-    _add_ratios(rows_out)
-    return {"copy_GBps": bandwidth / 1e9, "skipped": skipped, "results": rows_out}
+                    if checkpoint is not None:
+                        checkpoint(_result(bandwidth, skipped, rows_out))
+    return _result(bandwidth, skipped, rows_out)
+
+
+def _result(bandwidth, skipped, records) -> dict:
+    records = [dict(r) for r in records]
+    _add_ratios(records)
+    return {"copy_GBps": bandwidth / 1e9, "skipped": skipped, "results": records}
 
 
 def _add_ratios(records):
@@ -501,6 +510,18 @@ def plot(result: dict, path: str) -> bool:
     return True
 
 
+def _peer_versions() -> dict:
+    import importlib.metadata
+
+    versions = {}
+    for name in ("torch", "triton", "liger-kernel", "transformer-engine"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="quick", help="quick, full, or e.g. 4096x4096,...")
@@ -515,6 +536,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--ops: unknown {unknown}; choose from {OPS}")
     names = [n for n in args.impls.split(",") if n]
+    device = jax.devices()[0]
+    environment = {
+        "device": device.device_kind,
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        **_peer_versions(),
+    }
+    os.makedirs(args.out, exist_ok=True)
+
+    def save(result):
+        result["environment"] = environment
+        with open(os.path.join(args.out, "bench.json"), "w") as f:
+            json.dump(result, f, indent=1)
+
     result = run(
         parse_sizes(args.sizes),
         args.dtypes.split(","),
@@ -522,16 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         names,
         args.iters,
         progress=lambda line: print(line, flush=True),
+        checkpoint=save,
     )
-    device = jax.devices()[0]
-    result["environment"] = {
-        "device": device.device_kind,
-        "jax": jax.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "bench.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    save(result)
     plotted = plot(result, os.path.join(args.out, "bench.png"))
     print(
         f"\n{device.device_kind}, jax {jax.__version__}, copy bandwidth "
