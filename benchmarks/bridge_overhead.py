@@ -1,0 +1,110 @@
+"""Host overhead of torch_bridge on the GPU, split into its parts.
+
+    PYTHONPATH=. python3 benchmarks/bridge_overhead.py [--out DIR]
+
+Host time per call, calls issued back to back with one synchronisation at the end, on a
+small input (the kernel takes a few microseconds, so the host sets the pace):
+
+- the jitted JAX call alone on JAX arrays (JAX's own dispatch);
+- ``to_jax`` (DLPack import, with its stream handshake) and ``to_torch`` (export);
+- the bridge's forward without grad, and forward + backward through autograd;
+- torch eager's Megatron formula, for scale.
+
+Then whether the exchange blocks the host: ``to_torch`` of the output of a long kernel
+(if it returns before the kernel ends, it does not wait on the host).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import torch
+
+import torch_bridge as tb
+from torch_bridge import _exchange, _ops
+
+
+def per_call(fn, calls=300, warmup=20) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def host_parts(rows: int, two_h: int) -> dict:
+    y = torch.randn(rows, two_h, device="cuda", dtype=torch.bfloat16)
+    g = torch.randn(rows, two_h // 2, device="cuda", dtype=torch.bfloat16)
+    yj = _exchange.to_jax(y)
+    fwd = _ops._jax_forward(None, 1.0, 0.0, False)
+    outj = fwd(yj, None, None)[0]
+    yg = y.clone().requires_grad_()
+
+    def bridge_train():
+        tb.swiglu(yg).backward(g)
+
+    def torch_eager():
+        a, b = torch.chunk(y, 2, -1)
+        return torch.nn.functional.silu(a) * b
+
+    return {
+        "jax jitted call": lambda: fwd(yj, None, None),
+        "to_jax (DLPack import)": lambda: _exchange.to_jax(y),
+        "to_torch (DLPack export)": lambda: _exchange.to_torch(outj),
+        "bridge forward, no grad": lambda: tb.swiglu(y),
+        "bridge forward + backward": bridge_train,
+        "torch eager forward": torch_eager,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = parser.parse_args()
+    results = {}
+    for rows, two_h in ((64, 512), (1024, 4096)):
+        results[f"{rows}x{two_h}"] = {
+            name: per_call(fn) for name, fn in host_parts(rows, two_h).items()
+        }
+
+    # Does the exchange wait on the host for JAX's kernel? A long forward, then export.
+    big = torch.randn(32768, 28672, device="cuda", dtype=torch.bfloat16)
+    fwd = _ops._jax_forward(None, 1.0, 0.0, False)
+    bigj = _exchange.to_jax(big)
+    jax.block_until_ready(fwd(bigj, None, None))
+    start = time.perf_counter()
+    out = fwd(bigj, None, None)[0]
+    launched = time.perf_counter()
+    tensor = _exchange.to_torch(out)
+    exported = time.perf_counter()
+    torch.cuda.synchronize()
+    done = time.perf_counter()
+    del tensor
+    results["export of a long kernel's output (us)"] = {
+        "launch": (launched - start) * 1e6,
+        "to_torch": (exported - launched) * 1e6,
+        "until done": (done - exported) * 1e6,
+    }
+    results["environment"] = {
+        "device": torch.cuda.get_device_name(),
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "bridge_overhead.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    for size, parts in results.items():
+        print(size)
+        for name, value in parts.items():
+            print(f"  {name:<32}{value if isinstance(value, str) else f'{value:9.1f}'}")
+
+
+if __name__ == "__main__":
+    main()
