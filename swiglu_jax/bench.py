@@ -203,6 +203,10 @@ def _torch_candidate(formulas: str, compile_mode: str | None = None):
 
         fn = (_liger_formulas if formulas == "liger" else _megatron_formulas)(torch)[op]
         if compile_mode is not None:
+            # A fresh compiler cache per candidate: dynamo keys its cache on the formula's
+            # code object, shared by every size, and falls back to eager for good once
+            # it has recompiled ``recompile_limit`` times (seen: "compiled" at eager speed).
+            torch._dynamo.reset()
             fn = torch.compile(fn, dynamic=compile_mode == "dynamic")
         torch_dtype = getattr(torch, dtype)
         inputs = []
