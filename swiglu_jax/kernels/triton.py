@@ -81,6 +81,16 @@ def _compiler_params(config: BlockConfig):
     return pltriton.CompilerParams(num_warps=config.num_warps, num_stages=config.num_stages)
 
 
+# Which grid axis varies fastest in launch order (CUDA's x): with the hidden blocks
+# fastest, programs that run at the same time sweep whole rows of contiguous memory.
+COLUMNS_FASTEST = True
+
+
+def _grid(rows: int, hidden: int, bn: int, bh: int) -> tuple[int, int]:
+    row_blocks, col_blocks = pl.cdiv(rows, bn), pl.cdiv(hidden, bh)
+    return (col_blocks, row_blocks) if COLUMNS_FASTEST else (row_blocks, col_blocks)
+
+
 class _Tile:
     """Where program ``(i, j)`` works: rows ``i * bn + [0, bn)`` and output columns
     ``j * bh + [0, bh)``, with the masks of the ragged edges. Arrays are addressed as 2-D
@@ -88,7 +98,9 @@ class _Tile:
     ``[H, 2H)``."""
 
     def __init__(self, rows: int, hidden: int, bn: int, bh: int):
-        i, j = pl.program_id(0), pl.program_id(1)
+        i, j = pl.program_id(1), pl.program_id(0)
+        if not COLUMNS_FASTEST:
+            i, j = j, i
         self.i, self.j, self.hidden = i, j, hidden
         self.row_ok = (i * bn + jax.lax.iota(jnp.int32, bn)) < rows
         self.col_ok = (j * bh + jax.lax.iota(jnp.int32, bh)) < hidden
@@ -200,7 +212,7 @@ def forward(y, bias, weights, opts: Options, *, save_fp8: bool, interpret=False,
     outs = pl.pallas_call(
         kernel,
         out_shape=out_shapes,
-        grid=(pl.cdiv(rows, bn), pl.cdiv(hidden, bh)),
+        grid=_grid(rows, hidden, bn, bh),
         compiler_params=_compiler_params(config),
         interpret=interpret,
         name="swiglu_forward_triton",
@@ -220,12 +232,12 @@ def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, c
             None if weights is None else jnp.zeros(weights.shape, weights.dtype),
         )
     bn, bh = config.block_rows, config.block_hidden
-    grid = (pl.cdiv(rows, bn), pl.cdiv(hidden, bh))
+    row_blocks, col_blocks = pl.cdiv(rows, bn), pl.cdiv(hidden, bh)
     out_shapes = [jax.ShapeDtypeStruct((rows, 2 * hidden), dy_dtype)]
     if bias is not None:
-        out_shapes.append(jax.ShapeDtypeStruct((grid[0], 2 * hidden), jnp.float32))
+        out_shapes.append(jax.ShapeDtypeStruct((row_blocks, 2 * hidden), jnp.float32))
     if weights is not None:
-        out_shapes.append(jax.ShapeDtypeStruct((rows, grid[1]), jnp.float32))
+        out_shapes.append(jax.ShapeDtypeStruct((rows, col_blocks), jnp.float32))
     inputs = [g, y.reshape(rows, 2 * hidden)]
     inputs += [x.reshape(-1) for x in (bias,) if x is not None]
     inputs += [x for x in (weights,) if x is not None]
@@ -239,7 +251,7 @@ def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, c
     outs = pl.pallas_call(
         kernel,
         out_shape=out_shapes,
-        grid=grid,
+        grid=_grid(rows, hidden, bn, bh),
         compiler_params=_compiler_params(config),
         interpret=interpret,
         name="swiglu_backward_triton",
