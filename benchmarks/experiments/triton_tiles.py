@@ -118,10 +118,7 @@ def main():
     bandwidth = bench.copy_bandwidth()
     print(f"copy {bandwidth / 1e9:.0f} GB/s", flush=True)
     list_kernels(*sizes[0])
-    for order in (True, False):
-        triton.COLUMNS_FASTEST = order
-        print(f"hidden blocks fastest in launch order: {order}")
-        sweep(sizes, bandwidth)
+    sweep(sizes, bandwidth)
 
 
 def sweep(sizes, bandwidth):

@@ -265,8 +265,11 @@ def _launch(body, *operands, out_type, scratch, grid, name, cost, interpret):
         body,
         out_type=out_type,
         scratch_types=scratch,
-        grid=grid,
-        grid_names=GRID_NAMES,
+        # Launched with the hidden blocks first (CUDA's x, fastest in launch order): the
+        # instances running at the same time then cover contiguous stretches of rows, as
+        # in the Triton kernels (rows-first order cost those 2-7% on an H100).
+        grid=grid[::-1],
+        grid_names=GRID_NAMES[::-1],
         compiler_params=plgpu.CompilerParams(lowering_semantics=_SEMANTICS),
         interpret=plgpu.InterpretGPUParams() if interpret else None,
         kernel_name=name,

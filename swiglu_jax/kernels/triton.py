@@ -81,14 +81,12 @@ def _compiler_params(config: BlockConfig):
     return pltriton.CompilerParams(num_warps=config.num_warps, num_stages=config.num_stages)
 
 
-# Which grid axis varies fastest in launch order (CUDA's x): with the hidden blocks
-# fastest, programs that run at the same time sweep whole rows of contiguous memory.
-COLUMNS_FASTEST = True
-
-
 def _grid(rows: int, hidden: int, bn: int, bh: int) -> tuple[int, int]:
-    row_blocks, col_blocks = pl.cdiv(rows, bn), pl.cdiv(hidden, bh)
-    return (col_blocks, row_blocks) if COLUMNS_FASTEST else (row_blocks, col_blocks)
+    """``(hidden blocks, row blocks)``: the hidden blocks vary fastest in launch order
+    (CUDA's x), so the programs running at the same time sweep whole rows of contiguous
+    memory. Rows first cost 2-7% of the copy bandwidth on an H100 wherever ``H`` spans
+    more than one block (PERF_NOTES.md)."""
+    return pl.cdiv(hidden, bh), pl.cdiv(rows, bn)
 
 
 class _Tile:
@@ -98,9 +96,7 @@ class _Tile:
     ``[H, 2H)``."""
 
     def __init__(self, rows: int, hidden: int, bn: int, bh: int):
-        i, j = pl.program_id(1), pl.program_id(0)
-        if not COLUMNS_FASTEST:
-            i, j = j, i
+        i, j = pl.program_id(1), pl.program_id(0)  # see _grid
         self.i, self.j, self.hidden = i, j, hidden
         self.row_ok = (i * bn + jax.lax.iota(jnp.int32, bn)) < rows
         self.col_ok = (j * bh + jax.lax.iota(jnp.int32, bh)) < hidden
