@@ -64,6 +64,56 @@ def host_parts(rows: int, two_h: int) -> dict:
     }
 
 
+def llm_steps(rows=8192, hidden=14336, steps=10) -> dict:
+    """Forward + backward at an LLM size, issued back to back as a training loop does:
+    the bridge through torch autograd against the same kernels called from JAX."""
+    y = torch.randn(rows, 2 * hidden, device="cuda", dtype=torch.bfloat16)
+    g = torch.randn(rows, hidden, device="cuda", dtype=torch.bfloat16)
+    yt = y.clone().requires_grad_()
+    yj, gj = _exchange.to_jax_all(y, g)
+    import swiglu_jax as sj
+
+    step = jax.jit(lambda y, g: jax.vjp(sj.swiglu, y)[1](g)[0])
+
+    def timed(fn):
+        fn()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+        return (time.perf_counter() - start) / steps * 1e6
+
+    return {
+        "jax (jit of forward + vjp)": timed(lambda: jax.block_until_ready(step(yj, gj))),
+        "torch_bridge (autograd)": timed(lambda: tb.swiglu(yt).backward(g)),
+    }
+
+
+def profile_train_step(out_dir):
+    """cProfile of forward + backward through the bridge on a small input."""
+    import cProfile
+    import io
+    import pstats
+
+    y = torch.randn(64, 512, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    g = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
+    for _ in range(20):
+        tb.swiglu(y).backward(g)
+    torch.cuda.synchronize()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(200):
+        tb.swiglu(y).backward(g)
+    torch.cuda.synchronize()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(22)
+    with open(os.path.join(out_dir, "bridge_profile.txt"), "w") as f:
+        f.write(text.getvalue())
+    return text.getvalue()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -92,6 +142,7 @@ def main():
         "to_torch": (exported - launched) * 1e6,
         "until done": (done - exported) * 1e6,
     }
+    results["LLM size 8192x28672, 10 fwd+bwd back to back (us per step)"] = llm_steps()
     results["environment"] = {
         "device": torch.cuda.get_device_name(),
         "jax": jax.__version__,
@@ -100,6 +151,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bridge_overhead.json"), "w") as f:
         json.dump(results, f, indent=1)
+    print(profile_train_step(args.out)[-4000:])
     for size, parts in results.items():
         print(size)
         for name, value in parts.items():

@@ -54,6 +54,20 @@ def test_waits_for_torch_producer_and_torch_waits_for_jax():
         assert abs(float(checksum) - expected.sum()) <= 1e-2 * abs(expected).sum()
 
 
+def test_every_tensor_of_a_call_waits_for_its_producer():
+    """Only the call's first tensor goes through DLPack's stream handshake: the later
+    ones, here made by slow kernels right before the call, must still be waited for."""
+    a = torch.randn(4096, 4096, device="cuda") / 64  # keeps a @ a @ a near unit scale
+    for _ in range(5):
+        g = torch.randn(4096, 2048, device="cuda", dtype=torch.bfloat16)
+        y = (a @ a @ a).to(torch.bfloat16)  # slow producer of the second tensor
+        bias = (a @ a)[0].to(torch.bfloat16)  # and of the third
+        dy = tb.bias_swiglu_back(g, y, bias)
+        torch.cuda.synchronize()
+        expected = testing.swiglu_backward(*(x.double().cpu().numpy() for x in (g, y, bias)))
+        assert testing.relative_error(dy.double().cpu().numpy(), expected["y"]) <= 1e-2
+
+
 def test_side_stream_producer():
     side = torch.cuda.Stream()
     for _ in range(5):

@@ -190,6 +190,15 @@ def test_zero_copy_exchange(gen):
     assert _exchange.to_jax(grad_tensor).unsafe_buffer_pointer() == grad_tensor.data_ptr()
 
 
+def test_exchange_of_one_calls_tensors(gen):
+    t = torch.randn(16, 8, generator=gen)
+    strided = torch.randn(8, 16, generator=gen).t()
+    a, none, b = _exchange.to_jax_all(t, None, strided)
+    assert none is None and a.unsafe_buffer_pointer() == t.data_ptr()
+    assert np.array_equal(np.asarray(a), t.numpy())
+    assert np.array_equal(np.asarray(b), strided.numpy())
+
+
 def test_non_contiguous_input_is_copied_and_correct(gen):
     y = torch.randn(32, 10, generator=gen).t()  # (10, 32), not contiguous
     expected = testing.swiglu_forward(y.numpy())

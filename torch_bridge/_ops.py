@@ -19,7 +19,7 @@ import torch
 
 from swiglu_jax import _dispatch
 from swiglu_jax._options import Options
-from torch_bridge._exchange import to_jax, to_torch
+from torch_bridge._exchange import to_jax_all, to_torch
 
 FP8 = torch.float8_e4m3fn
 
@@ -60,10 +60,6 @@ def _jax_backward(clamp_value, alpha, linear_offset):
     return backward
 
 
-def _optional(tensor):
-    return None if tensor is None else to_jax(tensor)
-
-
 def _precision(*tensors):
     """JAX computes float64 only with 64-bit types enabled (off by default): enabled for
     calls that carry float64 tensors, so they are not silently computed in float32."""
@@ -87,7 +83,7 @@ def _forward_impl(
     """Returns ``(out, y_fp8)``; ``y_fp8`` is empty unless ``save_fp8``."""
     fn = _jax_forward(clamp_value, alpha, linear_offset, save_fp8)
     with _precision(y, bias, weights):
-        out, y_fp8 = fn(to_jax(y), _optional(bias), _optional(weights))
+        out, y_fp8 = fn(*to_jax_all(y, bias, weights))
     return to_torch(out), (to_torch(y_fp8) if save_fp8 else _empty(y, FP8))
 
 
@@ -116,7 +112,7 @@ def _backward_impl(
     ``weights``; the last two are empty when absent. ``y`` may be the fp8 copy."""
     fn = _jax_backward(clamp_value, alpha, linear_offset)
     with _precision(g, y, bias, weights):
-        dy, dbias, dweights = fn(to_jax(g), to_jax(y), _optional(bias), _optional(weights))
+        dy, dbias, dweights = fn(*to_jax_all(g, y, bias, weights))
     return (
         to_torch(dy),
         _empty(g) if bias is None else to_torch(dbias),
