@@ -76,17 +76,21 @@ def llm_steps(rows=8192, hidden=14336, steps=10) -> dict:
     step = jax.jit(lambda y, g: jax.vjp(sj.swiglu, y)[1](g)[0])
 
     def timed(fn):
-        fn()
-        torch.cuda.synchronize()
+        out = fn()
+        jax.block_until_ready(out) if isinstance(out, jax.Array) else torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(steps):
-            fn()
-        torch.cuda.synchronize()
+            out = fn()
+        jax.block_until_ready(out) if isinstance(out, jax.Array) else torch.cuda.synchronize()
         return (time.perf_counter() - start) / steps * 1e6
 
+    def bridge_step():
+        yt.grad = None
+        tb.swiglu(yt).backward(g)
+
     return {
-        "jax (jit of forward + vjp)": timed(lambda: jax.block_until_ready(step(yj, gj))),
-        "torch_bridge (autograd)": timed(lambda: tb.swiglu(yt).backward(g)),
+        "jax (jit of forward + vjp)": timed(lambda: step(yj, gj)),
+        "torch_bridge (autograd)": timed(bridge_step),
     }
 
 
