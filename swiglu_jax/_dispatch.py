@@ -32,7 +32,6 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import mlir
@@ -79,11 +78,13 @@ def cuda_kernel_backends(dtype) -> tuple[str, ...]:
     """The kernel backends for CUDA, in order of preference, for the local GPU and the
     dtype computed (the output's).
 
-    By measurement on an H100 (benchmarks/RESULTS.md): Triton first for 16-bit types,
-    where it is faster; Mosaic GPU first for float32, where it reaches the copy bandwidth
-    and Triton does not. The other follows for what the first declines. Without a local
-    GPU (lowering for CUDA from a CPU host), the portable Triton kernels.
+    By measurement on an H100 (benchmarks/RESULTS.md): Triton first, at 98-101% of the
+    copy bandwidth for 16-bit types and float32 alike at LLM sizes (Mosaic GPU: 72-83%
+    and 93-96%); Mosaic GPU takes what Triton declines (8-bit arrays of 2^31 elements or
+    more). ``dtype`` is kept for the day the order differs by type. Without a local GPU
+    (lowering for CUDA from a CPU host), the portable Triton kernels.
     """
+    del dtype
     capability = _local_cuda_capability()
     if capability is None:
         return ("triton",)
@@ -92,8 +93,6 @@ def cuda_kernel_backends(dtype) -> tuple[str, ...]:
         backends.append("triton")
     if capability >= MIN_MOSAIC_GPU_CAPABILITY:
         backends.append("mosaic_gpu")
-        if jnp.dtype(dtype).itemsize >= 4:
-            backends.reverse()
     return tuple(backends)
 
 

@@ -11,13 +11,26 @@ import jax.numpy as jnp
 
 from swiglu_jax._options import Options
 
+LOG2_E = 1.4426950408889634
+
 
 def sigmoid(x):
-    """``1 / (1 + exp(-x))``: 0 or 1 at large magnitudes, never NaN for finite ``x``.
+    """``1 / (1 + 2^(-x log2 e))``: 0 or 1 at large magnitudes, never NaN for finite ``x``.
 
-    Written with ``exp`` (not ``lax.logistic``) because every Pallas backend lowers it.
+    Written with ``exp2`` (not ``lax.logistic``, nor ``exp``) because every Pallas backend
+    lowers it, and to one hardware instruction on GPUs: ``exp`` became libdevice's
+    range-reduced ``expf``, 75 more instructions per thread than the whole rest of the
+    forward kernel (benchmarks/PERF_NOTES.md).
     """
-    return 1 / (1 + jnp.exp(-x))
+    return 1 / (1 + jnp.exp2(x * -LOG2_E))
+
+
+def _scaled(alpha: float, x):
+    return x if alpha == 1 else alpha * x
+
+
+def _offset(x, linear_offset: float):
+    return x if linear_offset == 0 else x + linear_offset
 
 
 def _clamped(a, b, clamp_value):
@@ -29,7 +42,7 @@ def _clamped(a, b, clamp_value):
 def forward(a, b, weights, opts: Options):
     """``act(a) * (b + linear_offset) [* weights]`` with ``act(a) = a * sigmoid(alpha a)``."""
     a, b = _clamped(a, b, opts.clamp_value)
-    out = a * sigmoid(opts.alpha * a) * (b + opts.linear_offset)
+    out = a * sigmoid(_scaled(opts.alpha, a)) * _offset(b, opts.linear_offset)
     return out if weights is None else out * weights
 
 
@@ -38,12 +51,12 @@ def backward(g, a, b, weights, opts: Options):
     for the output cotangent ``g``, and the unweighted output ``h``, whose product with
     ``g`` summed over the hidden axis is the weights' gradient."""
     a_clamped, b_clamped = _clamped(a, b, opts.clamp_value)
-    sig = sigmoid(opts.alpha * a_clamped)
+    sig = sigmoid(_scaled(opts.alpha, a_clamped))
     act = a_clamped * sig
-    linear = b_clamped + opts.linear_offset
+    linear = _offset(b_clamped, opts.linear_offset)
     g_out = g if weights is None else g * weights
     # d/da [a sigmoid(alpha a)] = sigmoid(alpha a) (1 + alpha a (1 - sigmoid(alpha a)))
-    da = g_out * linear * sig * (1 + opts.alpha * a_clamped * (1 - sig))
+    da = g_out * linear * sig * (1 + _scaled(opts.alpha, a_clamped) * (1 - sig))
     db = g_out * act
     if opts.clamp_value is not None:
         # Zero where a clamp was active; NaN is never "clamped", so it propagates.

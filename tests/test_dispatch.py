@@ -101,8 +101,8 @@ def test_exported_for_several_platforms(rng):
         (None, jnp.bfloat16, ("triton",)),  # lowering for CUDA from a host without a GPU
         (7.5, jnp.bfloat16, ()),  # Turing: XLA
         (8.0, jnp.float32, ("triton",)),  # Ampere
-        (9.0, jnp.bfloat16, ("triton", "mosaic_gpu")),  # Hopper, 16-bit: Triton faster
-        (9.0, jnp.float32, ("mosaic_gpu", "triton")),  # Hopper, float32: Mosaic GPU faster
+        (9.0, jnp.bfloat16, ("triton", "mosaic_gpu")),  # Hopper: Triton faster
+        (9.0, jnp.float32, ("triton", "mosaic_gpu")),  # also for float32 (RESULTS.md)
     ],
 )
 def test_cuda_backends_by_capability_and_dtype(monkeypatch, capability, dtype, expected):
