@@ -177,8 +177,8 @@ def swiglu(
         with zero gradient where a clamp was active (``L=7, alpha=1.702,
         linear_offset=1`` is GPT-OSS's activation).
       alpha, linear_offset: see the formula above.
-      fp8_input_store: save ``y`` for the backward as ``float8_e4m3fn`` (a plain cast, as
-        Megatron does; values beyond +-448 do not survive it); the backward then uses the
+      fp8_input_store: save ``y`` for the backward as ``float8_e4m3fn`` (Megatron's cast:
+        saturating at +-448, infinities included, NaN kept); the backward then uses the
         rounded input.
       cpu_offload_input: keep the saved input in host memory between forward and backward
         on backends that have host memory kinds (GPU, TPU); no effect on CPU.

@@ -10,6 +10,10 @@ import swiglu_jax as sj
 
 VARIANTS = ("plain", "bias", "weighted", "weighted_bias")
 LAYOUTS = ("split", "stacked")
+# Every kernel backend, interpreted on this host.
+INTERPRETED = ("interpret:triton", "interpret:mosaic_gpu", "interpret:tpu")
+# What the public ops can run on a CPU host: XLA ("auto") and every kernel, interpreted.
+CPU_IMPLEMENTATIONS = ("auto", *INTERPRETED)
 
 
 def make_inputs(
@@ -54,6 +58,17 @@ def reference_options(options):
     return {
         k: v for k, v in options.items() if k in ("clamp_value", "alpha", "linear_offset", "layout")
     }
+
+
+# Around the end of the e4m3 range (448; 464 is the rounding tie with the next binade),
+# infinities, NaN, a subnormal and plain values.
+FP8_EDGES = [0.0, 1.7, -(2.0**-9), 440.0, 448.0, 460.0, 464.0, 465.0, 479.0, 480.0, 500.0]
+FP8_EDGES += [1e4, np.inf, -np.inf, np.nan, -460.0, -500.0, -1e4]
+
+
+def fp8_edge_input(dtype):
+    """``(8, 2, H)``, the canonical shape: every edge value in both halves of every row."""
+    return jnp.asarray(np.broadcast_to(np.array(FP8_EDGES), (8, 2, len(FP8_EDGES))), dtype)
 
 
 def as_np(x):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import DTYPES
 from helpers import (
+    INTERPRETED,
     LAYOUTS,
     VARIANTS,
     apply_dict,
@@ -192,9 +193,6 @@ def test_back_functions_against_numpy(rng):
     dy = sj.bias_swiglu_back(g, y, bias, layout="stacked")
     expected = testing.swiglu_backward(g, y, bias, layout="stacked")["y"]
     assert testing.relative_error(dy, expected) <= testing.tolerance(jnp.bfloat16)
-
-
-INTERPRETED = ("interpret:triton", "interpret:mosaic_gpu", "interpret:tpu")
 
 
 @pytest.mark.parametrize("options", ["default", "fp8_clamp", "gpt_oss"])

@@ -171,6 +171,45 @@ def test_fp8_input_store_saves_float8(gen):
         out.float().sum().backward()
 
 
+# torch's eager cast to float8_e4m3fn saturates from 2.12 on (pytorch/pytorch#178817);
+# before, values beyond 464 became NaN.
+SATURATING_FP8_CAST = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 12)
+needs_saturating_cast = pytest.mark.skipif(
+    not SATURATING_FP8_CAST, reason="torch < 2.12 casts to float8 without saturating"
+)
+
+
+def every_16_bit_value(dtype):
+    return torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+
+
+@needs_saturating_cast
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_fp8_reference_is_torchs_cast(dtype):
+    """``testing.fp8_cast``, which every implementation's fp8 store is tested against,
+    is Megatron's ``y.to(torch.float8_e4m3fn)``: bit for bit over every 16-bit value."""
+    y = every_16_bit_value(dtype)
+    expected = y.to(torch.float8_e4m3fn).view(torch.uint8).numpy()
+    actual = testing.fp8_cast(y.float().numpy()).view(np.uint8)
+    nan = np.isnan(y.float().numpy())
+    np.testing.assert_array_equal(actual[~nan], expected[~nan])
+    assert np.isnan(testing.fp8_round(y.float().numpy()[nan])).all()
+
+
+@needs_saturating_cast
+def test_fp8_input_store_saves_torchs_cast():
+    """Values beyond the e4m3 range, infinities and NaN: the saved copy is what
+    Megatron's cast would have saved."""
+    y = every_16_bit_value(torch.bfloat16).reshape(-1, 2 * 64).clone().requires_grad_()
+    out, saved = saved_tensors(lambda: tb.swiglu(y, fp8_input_store=True))
+    (fp8,) = [t for t in saved if t.dtype == torch.float8_e4m3fn]
+    expected = y.detach().reshape(fp8.shape).to(torch.float8_e4m3fn)
+    assert torch.equal(fp8.float().isnan(), expected.float().isnan())
+    finite = ~expected.float().isnan()
+    assert torch.equal(fp8.view(torch.uint8)[finite], expected.view(torch.uint8)[finite])
+    out.float().nan_to_num().sum().backward()
+
+
 def test_cpu_offload_marks_saved_tensors(gen):
     y, b, _ = make(gen, (8, 32), torch.bfloat16, bias=True)
     _, saved = saved_tensors(lambda: tb.bias_swiglu_impl(y, b, False, True))
