@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import swiglu_jax as sj
+from swiglu_jax import testing
 
 VARIANTS = ("plain", "bias", "weighted", "weighted_bias")
 LAYOUTS = ("split", "stacked")
@@ -58,6 +59,63 @@ def reference_options(options):
     return {
         k: v for k, v in options.items() if k in ("clamp_value", "alpha", "linear_offset", "layout")
     }
+
+
+def check_forward_and_vjp(
+    rng, variant, lead, hidden, dtype, layout, options, *, scale=2.0, weights_dtype=jnp.float32
+):
+    """Forward and VJP (random cotangent) of ``variant`` against the float64 reference,
+    each within the tolerance of its dtype."""
+    y, bias, weights = make_inputs(
+        rng, variant, lead, hidden, dtype, layout=layout, scale=scale, weights_dtype=weights_dtype
+    )
+    args = differentiable_args(y, bias, weights)
+    out, vjp = jax.vjp(lambda a: apply_dict(variant, a, layout=layout, **options), args)
+
+    ref_opts = reference_options({**options, "layout": layout})
+    expected = testing.swiglu_forward(y, bias, weights, **ref_opts)
+    assert out.dtype == y.dtype and out.shape == (*lead, hidden)
+    assert testing.relative_error(out, expected) <= testing.tolerance(dtype)
+
+    g = random_like(rng, out)
+    grads = vjp(g)[0]
+    expected_grads = testing.swiglu_backward(
+        g, y, bias, weights, fp8_input_store=options.get("fp8_input_store", False), **ref_opts
+    )
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in grads.items():
+        assert grad.dtype == args[name].dtype and grad.shape == args[name].shape, name
+        error = testing.relative_error(grad, expected_grads[name])
+        terms = testing.gradient_terms(name, y.shape, layout)
+        assert error <= testing.tolerance(grad.dtype, terms=terms), (name, error)
+
+
+GPT_OSS_FP8 = {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0, "fp8_input_store": True}
+
+
+def forward_and_grads(variant, args, g, **options):
+    """The output and every gradient, as NumPy arrays (copies, so later runs can't touch them)."""
+    out, vjp = jax.vjp(lambda a: apply_dict(variant, a, **options), args)
+    return jax.tree.map(np.array, (out, vjp(g)[0]))
+
+
+def assert_bitwise_equal(first, second):
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def check_repeatable(rng, variant, lead, hidden, dtype, *, recompile=True, **options):
+    """Twice from the compiled executables and, with ``recompile``, once more after
+    compiling afresh."""
+    y, bias, weights = make_inputs(rng, variant, lead, hidden, dtype)
+    args = differentiable_args(y, bias, weights)
+    g = random_like(rng, jax.eval_shape(lambda a: apply_dict(variant, a, **options), args))
+    first = forward_and_grads(variant, args, g, **options)
+    assert_bitwise_equal(first, forward_and_grads(variant, args, g, **options))
+    if recompile:
+        jax.clear_caches()
+        assert_bitwise_equal(first, forward_and_grads(variant, args, g, **options))
 
 
 # Around the end of the e4m3 range (448; 464 is the rounding tie with the next binade),

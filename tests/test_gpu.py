@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import (
+    GPT_OSS_FP8,
     VARIANTS,
     apply_dict,
+    check_repeatable,
     differentiable_args,
     fp8_edge_input,
     make_inputs,
@@ -111,6 +113,15 @@ def test_fp8_store_saturates_like_torchs_cast(implementation, dtype):
     forward = jax.jit(lambda y: impl.forward(y, None, None, Options(), save_fp8=True)[1])
     saved = np.asarray(forward(y), np.float64)
     np.testing.assert_array_equal(saved, testing.fp8_round(y))
+
+
+@pytest.mark.parametrize("variant", ["bias", "weighted_bias"])
+@pytest.mark.parametrize("implementation", ["auto", "xla", *KERNELS])
+def test_bitwise_repeatable(rng, implementation, variant):
+    """Outputs and gradients, bias and weights reductions included (many row blocks of
+    partial sums), are the same bits run after run, and after recompiling."""
+    options = {"implementation": implementation, **GPT_OSS_FP8}
+    check_repeatable(rng, variant, (4096,), 1408, jnp.bfloat16, **options)
 
 
 LARGE_ROWS, LARGE_HIDDEN = 2**31 // (2 * 8192) + 3, 8192  # y: 2^31 + 3 * 16384 elements

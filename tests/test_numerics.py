@@ -18,6 +18,7 @@ from helpers import (
     make_inputs,
 )
 
+import swiglu_jax as sj
 from swiglu_jax import _dispatch, testing
 from swiglu_jax._options import Options
 
@@ -61,11 +62,12 @@ def test_nan_and_inf_propagate_as_the_formula_says(implementation, clamp_value, 
         assert np.isnan(out[np.isnan(y).any(axis=-1)]).all()
 
 
-LARGE_MAGNITUDE_CASES = [("auto", v) for v in VARIANTS]
-LARGE_MAGNITUDE_CASES += [(i, "weighted_bias") for i in INTERPRETED]
+# XLA with every variant, each kernel backend (interpreted) with the one that has them all.
+IMPLEMENTATION_CASES = [("auto", v) for v in VARIANTS]
+IMPLEMENTATION_CASES += [(i, "weighted_bias") for i in INTERPRETED]
 
 
-@pytest.mark.parametrize("implementation,variant", LARGE_MAGNITUDE_CASES)
+@pytest.mark.parametrize("implementation,variant", IMPLEMENTATION_CASES)
 def test_large_magnitudes_give_no_spurious_nan(rng, implementation, variant):
     y, bias, weights = make_inputs(rng, variant, (64,), 32, jnp.float32, scale=1e4)
     args = differentiable_args(y, bias, weights)
@@ -115,15 +117,37 @@ def test_fp8_store_saturates_like_torchs_cast(implementation, dtype):
     assert np.isnan(saved).sum() == np.isnan(np.asarray(y, np.float64)).sum()  # NaN only
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_inputs_are_not_modified(rng, variant):
-    """NumPy and JAX inputs hold the same values after forward and backward."""
+def buffers(tree) -> set[int]:
+    return {x.unsafe_buffer_pointer() for x in jax.tree.leaves(tree) if x.size}
+
+
+def back(variant, g, args, **options):
+    """The raw gradient function (Megatron's ``*_back``) of ``variant``."""
+    y, bias, weights = args["y"], args.get("bias"), args.get("weights")
+    if variant == "plain":
+        return sj.swiglu_back(g, y, **options)
+    if variant == "bias":
+        return sj.bias_swiglu_back(g, y, bias, **options)
+    return sj.weighted_swiglu_back(g, y, weights, bias=bias, **options)
+
+
+@pytest.mark.parametrize("implementation,variant", IMPLEMENTATION_CASES)
+def test_inputs_are_not_modified_nor_aliased(rng, implementation, variant):
+    """NumPy and JAX inputs hold the same values after forward and backward (VJP, grad,
+    and the raw ``*_back`` functions), and no output shares an input's buffer."""
     y, bias, weights = make_inputs(rng, variant, (5, 3), 8, jnp.float32)
     numpy_args = {k: np.array(v) for k, v in differentiable_args(y, bias, weights).items()}
     copies = {k: v.copy() for k, v in numpy_args.items()}
+    options = {"implementation": implementation}
     for args in (numpy_args, {k: jnp.asarray(v) for k, v in numpy_args.items()}):
-        out, vjp = jax.vjp(lambda a: apply_dict(variant, a, fp8_input_store=True), args)
-        vjp(jnp.ones_like(out))
-        jax.jit(jax.grad(lambda a: jnp.sum(apply_dict(variant, a))))(args)
+        out, vjp = jax.vjp(lambda a: apply_dict(variant, a, fp8_input_store=True, **options), args)
+        g = jnp.ones_like(out)
+        outputs = [out, vjp(g), back(variant, g, args, **options)]
+        outputs.append(
+            jax.jit(jax.grad(lambda a: jnp.sum(apply_dict(variant, a, **options))))(args)
+        )
         for name, value in args.items():
             np.testing.assert_array_equal(np.asarray(value), copies[name])
+        assert not buffers(outputs) & buffers(
+            [a for a in args.values() if isinstance(a, jax.Array)]
+        )
