@@ -173,13 +173,15 @@ class _SwiGLUFunctionBase(torch.autograd.Function):
         out, y_fp8 = _ops.forward(
             _rows(input), bias, _flat(weights), *options, bool(fp8_input_store)
         )
-        saved = y_fp8 if fp8_input_store else _rows(input)
+        # The tensors themselves, not views made here (in no-grad mode, which would make
+        # a later in-place change of the input fail at once rather than at backward).
+        saved = y_fp8 if fp8_input_store else input
         if cpu_offload_input:
             # Megatron's marker for its activation offloading; the memory issue moves them.
             for tensor in (saved, bias):
                 if tensor is not None:
                     tensor.activation_offloading = True
-        ctx.save_for_backward(saved, bias, _flat(weights))
+        ctx.save_for_backward(saved, bias, weights)
         ctx.options, ctx.input_shape = options, input.shape
         ctx.weights_shape = None if weights is None else weights.shape
         return out.reshape(*lead, out.shape[-1])
@@ -188,7 +190,7 @@ class _SwiGLUFunctionBase(torch.autograd.Function):
     def _backward(ctx, grad_output):
         saved, bias, weights = ctx.saved_tensors
         dy, dbias, dweights = _ops.backward(
-            _rows(grad_output).contiguous(), saved, bias, weights, *ctx.options
+            _rows(grad_output).contiguous(), _rows(saved), bias, _flat(weights), *ctx.options
         )
         return (
             dy.reshape(ctx.input_shape),
