@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,6 +130,18 @@ FP8_EDGES += [1e4, np.inf, -np.inf, np.nan, -460.0, -500.0, -1e4]
 def fp8_edge_input(dtype):
     """``(8, 2, H)``, the canonical shape: every edge value in both halves of every row."""
     return jnp.asarray(np.broadcast_to(np.array(FP8_EDGES), (8, 2, len(FP8_EDGES))), dtype)
+
+
+def resident_bytes() -> int:
+    """This process's resident set size."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def usage() -> tuple[int, int, int]:
+    """Resident bytes, Python objects tracked by the collector, and live JAX arrays."""
+    gc.collect()
+    return resident_bytes(), len(gc.get_objects()), len(jax.live_arrays())
 
 
 def as_np(x):

@@ -8,7 +8,6 @@ this on a GPU (10,000 calls, two streams).
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 
@@ -17,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import jax  # noqa: E402
+from helpers import usage  # noqa: E402
 
 import torch_bridge as tb  # noqa: E402
 from swiglu_jax import testing  # noqa: E402
@@ -43,18 +42,6 @@ def step(y, bias, weights, g):
     out = tb.weighted_swiglu(y, weights, bias=bias, fp8_input_store=True)
     out.backward(g)
     return out.detach(), y.grad, bias.grad, weights.grad
-
-
-def resident_bytes() -> int:
-    """This process's resident set size."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def usage() -> tuple[int, int, int]:
-    """Resident bytes, Python objects tracked by the collector, and live JAX arrays."""
-    gc.collect()
-    return resident_bytes(), len(gc.get_objects()), len(jax.live_arrays())
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc")
