@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import gc
+import inspect
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import swiglu_jax as sj
 from swiglu_jax import testing
@@ -142,6 +145,29 @@ def usage() -> tuple[int, int, int]:
     """Resident bytes, Python objects tracked by the collector, and live JAX arrays."""
     gc.collect()
     return resident_bytes(), len(gc.get_objects()), len(jax.live_arrays())
+
+
+def error_audit(functions, bad_values, missing_message):
+    """``pytest.param(call, error, message)`` for every public function with each of its
+    arguments in turn replaced by each bad value of that argument.
+
+    ``functions``: name -> ``(function, good keyword arguments, required argument names)``;
+    the arguments tried are those in the function's signature. ``bad_values``: argument
+    -> {label: ``(value, error type, message regex)``}, the regex formatted with ``fn``
+    (the function's name) and ``name`` (the argument's). A required argument is also
+    tried as ``None``, expecting a ``TypeError`` matching ``missing_message``.
+    """
+    cases = []
+    for fn_name, (fn, good, required) in functions.items():
+        for arg in inspect.signature(fn).parameters:
+            bad = dict(bad_values.get(arg, {}))
+            if arg in required:
+                bad["None"] = (None, TypeError, missing_message)
+            for label, (value, error, message) in bad.items():
+                call = functools.partial(fn, **{**good, arg: value})
+                message = message.format(fn=fn_name, name=arg)
+                cases.append(pytest.param(call, error, message, id=f"{fn_name}-{arg}-{label}"))
+    return cases
 
 
 def as_np(x):

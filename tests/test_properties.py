@@ -15,6 +15,8 @@ from helpers import INTERPRETED, apply_dict, check_forward_and_vjp, differentiab
 from hypothesis import given, seed
 from hypothesis import strategies as st
 
+from swiglu_jax import testing
+
 
 @seed(SEED)
 @given(
@@ -69,9 +71,10 @@ def test_kernels_interpreted(
     dtype=strategies.dtypes,
     options=strategies.options(),
 )
-def test_layouts_agree_bitwise(data_seed, variant, lead, hidden, dtype, options):
+def test_layouts_agree(data_seed, variant, lead, hidden, dtype, options):
     """The stacked layout is a free view of the split one: the same numbers exactly,
-    forward and gradients."""
+    forward and input gradient; the reduced bias and weights gradients up to the order
+    of a float32 sum (XLA may vectorize a reduction differently per layout)."""
     rng = np.random.default_rng(data_seed)
     y, bias, weights = make_inputs(rng, variant, lead, hidden, dtype)
     split = differentiable_args(y, bias, weights)
@@ -87,5 +90,8 @@ def test_layouts_agree_bitwise(data_seed, variant, lead, hidden, dtype, options)
     out_split, grads_split = value_and_grads(split, "split")
     out_stacked, grads_stacked = value_and_grads(stacked, "stacked")
     np.testing.assert_array_equal(out_split, out_stacked)
+    np.testing.assert_array_equal(grads_split["y"], grads_stacked["y"].reshape(y.shape))
     for name, grad in grads_split.items():
-        np.testing.assert_array_equal(grad, grads_stacked[name].reshape(grad.shape), name)
+        error = testing.relative_error(grad, grads_stacked[name].reshape(grad.shape))
+        terms = testing.gradient_terms(name, y.shape)
+        assert error <= testing.tolerance(jnp.float32, terms=terms), name
