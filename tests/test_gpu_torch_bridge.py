@@ -190,3 +190,11 @@ def test_two_streams_at_once():
     for t in threads:
         t.join()
     assert not failures
+
+
+def test_tensors_on_different_devices():
+    y = torch.ones(3, 8, device="cuda")
+    with pytest.raises(ValueError, match=r"^bias_swiglu: bias is on cpu but y is on cuda"):
+        tb.bias_swiglu(y, torch.ones(8))
+    with pytest.raises(ValueError, match=r"^swiglu_back: g is on cpu but y is on cuda"):
+        tb.swiglu_back(torch.ones(3, 4), y)
