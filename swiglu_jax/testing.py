@@ -51,6 +51,14 @@ def relative_error(actual, expected) -> float:
     return float(error / scale) if scale > 0 else float(error)
 
 
+def round_to(x, dtype) -> np.ndarray:
+    """``x`` rounded once to ``dtype``, as the ops store their float32 results, back in
+    float64: the reference for a tolerance relative to a norm, which would otherwise
+    count ``dtype``'s underflow (float16 subnormals) as error when all values are tiny."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        return np.asarray(x).astype(np.dtype(dtype)).astype(np.float64)
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """``1 / (1 + exp(-x))`` without overflow for large ``|x|``."""
     with np.errstate(over="ignore"):

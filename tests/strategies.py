@@ -36,11 +36,13 @@ def hidden_sizes(max_hidden: int):
 
 
 def options(*, fp8: bool = True, offload: bool = True):
-    """Keyword options of the ops: any subset, with values in their valid ranges."""
+    """Keyword options of the ops: any subset, with values in their valid ranges. Floats
+    of float32, the precision the ops apply them in: a clamp value between two float32
+    numbers would clamp an input equal to the upper one in float64 but not in float32."""
     optional = {
-        "clamp_value": st.floats(0.25, 8.0),
-        "alpha": st.floats(0.1, 3.0),
-        "linear_offset": st.floats(-2.0, 2.0),
+        "clamp_value": st.floats(0.25, 8.0, width=32),
+        "alpha": st.floats(0.1, 3.0, width=32),
+        "linear_offset": st.floats(-2.0, 2.0, width=32),
     }
     if fp8:
         optional["fp8_input_store"] = st.booleans()

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from conftest import DTYPES
 from helpers import (
-    CPU_IMPLEMENTATIONS,
     INTERPRETED,
     VARIANTS,
     apply_dict,
@@ -36,9 +35,12 @@ def assert_same_special_values(actual, expected):
 SPECIALS = [np.nan, np.inf, -np.inf, 0.0, 1.0, -2.0, 50.0, -50.0, 1000.0, -1000.0]
 
 
-@pytest.mark.parametrize("fp8_input_store", [False, True], ids=["plain", "fp8_store"])
-@pytest.mark.parametrize("clamp_value", [None, 3.0])
-@pytest.mark.parametrize("implementation", CPU_IMPLEMENTATIONS)
+# XLA with and without clamp and fp8 store; each kernel backend with one of each.
+SPECIAL_VALUE_CASES = [("auto", c, f) for c in (None, 3.0) for f in (False, True)]
+SPECIAL_VALUE_CASES += [(i, c, f) for i in INTERPRETED for c, f in ((None, True), (3.0, False))]
+
+
+@pytest.mark.parametrize("implementation,clamp_value,fp8_input_store", SPECIAL_VALUE_CASES)
 def test_nan_and_inf_propagate_as_the_formula_says(implementation, clamp_value, fp8_input_store):
     """Special values follow IEEE arithmetic of the formula, forward and backward: a NaN
     anywhere in a pair makes its output NaN; an infinite gate gives inf * sigmoid or NaN
