@@ -18,8 +18,10 @@ How the program learns this depends on how the arrays are sharded:
   the partitioner chooses): ``custom_partitioning`` with a Shardy rule for propagation and
   a partition callback that keeps every operand's sharding of ``L`` and ``H``. It needs
   devices when lowered, so it is used only where more than one device could run the
-  program, and not under an abstract mesh alone (``jax.export``). Under ``vmap`` the
-  batched op runs the implementation as is (the partitioner then replicates a kernel).
+  program. Not partitioned, but correct (the partitioner gathers the operands): under
+  ``vmap``, with kernels that have ordered side effects (the TPU and Mosaic GPU
+  interpreters), and under an abstract mesh alone (``jax.export``), where the op runs
+  whole in a ``shard_map`` over replicated operands.
 - ``implementation="xla"``: none of this. XLA partitions its own ``jax.numpy`` the same
   way, inserting the two all-reduces itself.
 """
@@ -233,9 +235,9 @@ def _explicit_mesh(x):
     """The mesh of ``x``'s type where it has ``Explicit`` axes (then the type says how
     ``x`` is sharded over them), else ``None``."""
     mesh = getattr(jax.typeof(x).sharding, "mesh", None)
-    if mesh is None or mesh.empty or AxisType.Explicit not in mesh.axis_types:
-        return None
-    return mesh
+    if mesh is None or mesh.empty:  # Unsharded types under jax.set_mesh are exact too.
+        mesh = jax.sharding.get_abstract_mesh()
+    return None if mesh.empty or AxisType.Explicit not in mesh.axis_types else mesh
 
 
 def _explicitly_sharded(x) -> bool:
@@ -316,12 +318,19 @@ def call(method: str, opts: Options, *args, **static):
         key = tuple(sorted(static.items()))
         outs = _partitioned(method, opts, key, present)(*arrays)
         results = _with_absent(method, present, static, outs)
+    elif (context := jax.sharding.get_abstract_mesh()).size > 1 and _concrete_mesh().empty:
+        # An abstract mesh alone (jax.export): the specs are unknown until partitioned,
+        # so gather and compute whole, in a manual context (Mosaic TPU's requirement).
+        fn = _shard_mapped(method, opts, static, present, Plan(), context)
+        results = _with_absent(method, present, static, fn(*arrays))
     else:
         results = unsharded(*args)
     if explicit and method == "backward":
         # Explicit sharding types a cotangent like its primal: each as its argument.
         results = tuple(
-            None if d is None else jax.sharding.reshard(d, jax.typeof(x).sharding)
+            d
+            if d is None or _explicit_mesh(x) is None
+            else jax.sharding.reshard(d, jax.typeof(x).sharding)
             for d, x in zip(results, args[1:], strict=True)
         )
     return results
