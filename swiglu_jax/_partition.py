@@ -328,12 +328,15 @@ def call(method: str, opts: Options, *args, **static):
     if explicit and method == "backward":
         # Explicit sharding types a cotangent like its primal: each as its argument.
         results = tuple(
-            d
-            if d is None or _explicit_mesh(x) is None
-            else jax.sharding.reshard(d, jax.typeof(x).sharding)
+            d if d is None else _resharded_like(d, x)
             for d, x in zip(results, args[1:], strict=True)
         )
     return results
+
+
+def _resharded_like(x, like):
+    sharding = jax.typeof(like).sharding
+    return x if sharding.mesh.empty else jax.sharding.reshard(x, sharding)
 
 
 def _with_absent(method: str, present, static: dict, outs) -> tuple:
