@@ -196,12 +196,8 @@ def _partitioned(method: str, opts: Options, static_items: tuple, present: tuple
         if in_shardings is None:
             in_shardings = tuple(x.sharding for x in arg_shapes)
             out_shardings = tuple(x.sharding for x in result_shape)
-        return (
-            mesh,
-            _present_only(local(method, opts, static, plan), present),
-            (out_shardings),
-            in_shardings,
-        )
+        per_shard = _present_only(local(method, opts, static, plan), present)
+        return mesh, per_shard, out_shardings, in_shardings
 
     def infer_sharding_from_operands(mesh, arg_shapes, result_shape):  # GSPMD's hook
         _, _, out_shardings = plan_and_shardings(mesh, arg_shapes)
