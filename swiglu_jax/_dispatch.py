@@ -7,7 +7,8 @@ An implementation is a pair of functions on the canonical shapes (see ``_xla`` a
 ``implementation`` names:
 
 - ``"xla"``: plain ``jax.numpy``, fused by XLA, on every platform.
-- ``"pallas:triton"``, ``"pallas:mosaic_gpu"``, ``"pallas:tpu"``: one kernel backend.
+- ``"pallas:triton"``, ``"pallas:mosaic_gpu"``, ``"pallas:tpu"``: one kernel backend;
+  lowering for another platform than its own raises ``NotImplementedError``.
 - ``"pallas"``: the kernels of the platform the computation is lowered for: Mosaic TPU on
   TPU; on CUDA the backends of ``cuda_kernel_backends(dtype)`` in order (Triton and, on
   Hopper and newer, Mosaic GPU, the faster for the dtype first). Lowering for a platform
@@ -41,6 +42,8 @@ from swiglu_jax._options import Options
 
 MIN_TRITON_CAPABILITY = 8.0  # Ampere
 MIN_MOSAIC_GPU_CAPABILITY = 9.0  # Hopper
+# The platform each kernel backend lowers for.
+BACKEND_PLATFORMS = {"triton": "cuda", "mosaic_gpu": "cuda", "tpu": "tpu"}
 
 
 class Implementation(NamedTuple):
@@ -151,9 +154,21 @@ def call(method: str, opts: Options, *args, **static):
         return fn(XLA)(*args)
     if choice == "interpret":
         choice = "interpret:triton"
-    if ":" in choice:
-        mode, backend = choice.split(":")
-        return fn(kernel(backend, interpret=mode == "interpret"))(*args)
+    if choice.startswith("interpret:"):
+        return fn(kernel(choice.split(":")[1], interpret=True))(*args)
+    if ":" in choice:  # "pallas:<backend>": its platform, else an error when lowered
+        backend = choice.split(":")[1]
+        platform = BACKEND_PLATFORMS[backend]
+        message = (
+            f"implementation={choice!r} runs on {platform} only; lowering for "
+            f"{{platform}} needs implementation='xla', 'auto' or 'interpret:{backend}'."
+        )
+        branches = {platform: fn(kernel(backend))}
+        for other in ("cpu", "cuda", "tpu"):
+            if other != platform:
+                branches[other] = _fails_when_lowered(fn(XLA), message.format(platform=other))
+        default = _fails_when_lowered(fn(XLA), message.format(platform="this platform"))
+        return lax.platform_dependent(*args, default=default, **branches)
 
     # The dtype computed: the backward's dy_dtype, else the forward input's.
     cuda_backends = cuda_kernel_backends(static.get("dy_dtype", args[0].dtype))

@@ -12,6 +12,23 @@ import jax.numpy as jnp
 from swiglu_jax._options import Options
 
 LOG2_E = 1.4426950408889634
+FP8_DTYPE = jnp.float8_e4m3fn
+FP8_MAX = 448.0  # the largest finite float8_e4m3fn
+
+
+def to_fp8(x):
+    """``x`` as ``float8_e4m3fn`` the way torch casts it (``x.to(torch.float8_e4m3fn)``,
+    Megatron's fp8 input store, torch >= 2.12): round to nearest even, saturating at
+    +-448 (infinities included); NaN stays NaN.
+
+    The explicit clip makes every backend agree: XLA's and ml_dtypes' plain ``astype``
+    gives NaN beyond 464, while GPU conversion instructions saturate. Written with
+    comparisons, which are false for NaN, so NaN reaches the cast whatever a backend's
+    ``min``/``max`` do with it.
+    """
+    x = jnp.where(x > FP8_MAX, FP8_MAX, x)
+    x = jnp.where(x < -FP8_MAX, -FP8_MAX, x)
+    return x.astype(FP8_DTYPE)
 
 
 def sigmoid(x):

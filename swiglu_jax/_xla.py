@@ -16,8 +16,6 @@ from swiglu_jax import _math
 from swiglu_jax._options import Options
 from swiglu_jax.reference import compute_dtype
 
-FP8_DTYPE = jnp.float8_e4m3fn
-
 
 def _halves(y, bias, dtype):
     """The gate and linear halves of ``y + bias`` in ``dtype``."""
@@ -36,7 +34,7 @@ def forward(y, bias, weights, opts: Options, *, save_fp8: bool):
     ``save_fp8``, the ``float8_e4m3fn`` copy of ``y`` to save for the backward."""
     dtype = compute_dtype(y.dtype)
     out = _math.forward(*_halves(y, bias, dtype), _cast(weights, dtype), opts)
-    return out.astype(y.dtype), (y.astype(FP8_DTYPE) if save_fp8 else None)
+    return out.astype(y.dtype), (_math.to_fp8(y) if save_fp8 else None)
 
 
 def backward(g, y, bias, weights, opts: Options, *, dy_dtype):

@@ -10,15 +10,16 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.numpy as jnp
 
-from swiglu_jax.ops import bias_swiglu, swiglu, weighted_swiglu
+from swiglu_jax import _validation
+from swiglu_jax._options import Options
+from swiglu_jax.ops import forward
 
 
 def check_rank(fn: str, input) -> tuple[int, ...]:
     """Megatron's contract for its ``*_impl`` entry points (JAX arrays or torch tensors):
     2-D or 3-D ``input``, else an ``AssertionError`` naming ``fn``; returns the shape."""
-    shape = tuple(jnp.shape(input))
+    shape = tuple(input.shape)
     if len(shape) not in (2, 3):
         # Raised, not asserted, so that `python -O` keeps Megatron's contract.
         raise AssertionError(
@@ -45,18 +46,18 @@ def bias_swiglu_impl(
       AssertionError: ``input`` is not 2-D or 3-D.
       TypeError, ValueError, NotImplementedError: as :func:`swiglu_jax.swiglu`.
     """
-    check_rank("bias_swiglu_impl", input)
-    options = dict(
-        clamp_value=clamp_value,
-        alpha=alpha,
-        linear_offset=linear_offset,
-        fp8_input_store=fp8_input_store,
-        cpu_offload_input=cpu_offload_input,
+    fn = "bias_swiglu_impl"
+    input = _validation.float_array(fn, "input", input)
+    check_rank(fn, input)
+    opts = Options(
+        clamp_value,
+        alpha,
+        linear_offset,
+        fp8_input_store,
+        cpu_offload_input,
         implementation=implementation,
     )
-    if bias is None:
-        return swiglu(input, **options)
-    return bias_swiglu(input, bias, **options)
+    return forward(fn, input, bias, None, opts, y_name="input")
 
 
 def weighted_bias_swiglu_impl(
@@ -82,26 +83,24 @@ def weighted_bias_swiglu_impl(
       ValueError: ``weights`` has neither accepted shape.
       TypeError, ValueError, NotImplementedError: as :func:`swiglu_jax.weighted_swiglu`.
     """
-    shape = check_rank("weighted_bias_swiglu_impl", input)
-    if weights is not None:
-        token_shape = (*shape[:-1], 1)
-        tokens = math.prod(shape[:-1])
-        if jnp.shape(weights) == (tokens, 1):
-            weights = jnp.reshape(weights, token_shape)
-        elif jnp.shape(weights) != token_shape:
-            raise ValueError(
-                f"weighted_bias_swiglu_impl: weights must have shape {token_shape} or "
-                f"{(tokens, 1)} (one weight per token) for input.shape={shape}, "
-                f"got weights.shape={jnp.shape(weights)}"
-            )
-    return weighted_swiglu(
-        input,
-        weights,
-        bias=bias,
-        clamp_value=clamp_value,
-        alpha=alpha,
-        linear_offset=linear_offset,
-        fp8_input_store=fp8_input_store,
-        cpu_offload_input=cpu_offload_input,
+    fn = "weighted_bias_swiglu_impl"
+    input = _validation.float_array(fn, "input", input)
+    shape = check_rank(fn, input)
+    weights = _validation.float_array(fn, "weights", _validation.required(fn, "weights", weights))
+    token_shape, tokens = (*shape[:-1], 1), math.prod(shape[:-1])
+    if weights.shape == (tokens, 1):
+        weights = weights.reshape(token_shape)
+    elif weights.shape != token_shape:
+        raise ValueError(
+            f"{fn}: weights must have shape {token_shape} or {(tokens, 1)} (one weight per "
+            f"token) for input.shape={shape}, got weights.shape={weights.shape}"
+        )
+    opts = Options(
+        clamp_value,
+        alpha,
+        linear_offset,
+        fp8_input_store,
+        cpu_offload_input,
         implementation=implementation,
     )
+    return forward(fn, input, bias, weights, opts, y_name="input")

@@ -1,4 +1,5 @@
-"""The public SwiGLU ops: validation, the canonical shapes, and the custom VJP.
+"""The public SwiGLU ops: validation (``_validation``), the canonical shapes, and the
+custom VJP.
 
 Every op reduces to one differentiable core on canonical shapes (``y`` as ``(*L, 2, H)``
 with its token axes ``L``, ``bias`` as ``(2, H)``, ``weights`` as ``(*L, 1)``): both layouts
@@ -11,14 +12,10 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from swiglu_jax import _partition
+from swiglu_jax import _partition, _validation
 from swiglu_jax._options import ImplementationName, Layout, Options
-
-SUPPORTED_DTYPES = tuple(np.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64))
-
+from swiglu_jax._validation import required
 
 # ----------------------------------------------------------------------------- the core
 
@@ -49,63 +46,7 @@ def _swiglu_core_bwd(opts: Options, residuals, g):
 _swiglu_core.defvjp(_swiglu_core_fwd, _swiglu_core_bwd)
 
 
-# ----------------------------------------------------------------------------- validation
-
-
-def _float_array(fn: str, name: str, x) -> jax.Array:
-    """``x`` as a JAX array of a supported floating dtype, or a ``TypeError``."""
-    if x is None or isinstance(x, (str, bytes)):
-        raise TypeError(f"{fn}: {name} must be a floating-point array, got {x!r}")
-    x = jnp.asarray(x)
-    if x.dtype not in SUPPORTED_DTYPES:
-        names = ", ".join(d.name for d in SUPPORTED_DTYPES)
-        raise TypeError(
-            f"{fn}: {name} must have a floating dtype ({names}), "
-            f"got {name}.dtype={x.dtype} with {name}.shape={x.shape}"
-        )
-    return x
-
-
-def _lead_and_hidden(fn: str, y: jax.Array, layout: str) -> tuple[tuple[int, ...], int]:
-    """The token (leading) shape of ``y`` and the hidden size ``H`` of its output."""
-    if layout == "stacked":
-        if y.ndim < 2 or y.shape[-2] != 2 or y.shape[-1] == 0:
-            raise ValueError(
-                f"{fn}: y must have shape (..., 2, H) with H > 0 for layout='stacked' "
-                f"(gate at index 0 of the second-to-last axis), got y.shape={y.shape}"
-            )
-        return y.shape[:-2], y.shape[-1]
-    if y.ndim < 1 or y.shape[-1] == 0 or y.shape[-1] % 2:
-        raise ValueError(
-            f"{fn}: y must have an even, nonzero last axis holding [gate | up] for "
-            f"layout='split', got y.shape={y.shape}"
-        )
-    return y.shape[:-1], y.shape[-1] // 2
-
-
-def _check_shape(fn: str, name: str, x: jax.Array, expected: tuple[int, ...], y_shape, why: str):
-    if x.shape != expected:
-        raise ValueError(
-            f"{fn}: {name} must have shape {expected} ({why}) for y.shape={y_shape}, "
-            f"got {name}.shape={x.shape}"
-        )
-
-
-def _validated(fn: str, opts: Options, y, bias=None, weights=None, g=None):
-    """``(y, bias, weights, g)`` as JAX arrays, checked against each other's shapes."""
-    y = _float_array(fn, "y", y)
-    lead, hidden = _lead_and_hidden(fn, y, opts.layout)
-    if bias is not None:
-        bias = _float_array(fn, "bias", bias)
-        row_shape = (2, hidden) if opts.layout == "stacked" else (2 * hidden,)
-        _check_shape(fn, "bias", bias, row_shape, y.shape, "one row of y")
-    if weights is not None:
-        weights = _float_array(fn, "weights", weights)
-        _check_shape(fn, "weights", weights, (*lead, 1), y.shape, "one weight per token")
-    if g is not None:
-        g = _float_array(fn, "g", g)
-        _check_shape(fn, "g", g, (*lead, hidden), y.shape, "the output's shape")
-    return y, bias, weights, g
+# ----------------------------------------------------------------------------- calls
 
 
 def _canonical(y, bias, weights, hidden: int):
@@ -136,13 +77,16 @@ def _backward_jit(g, y, bias, weights, opts: Options):
     return dy.reshape(y.shape), dweights
 
 
-def _forward(fn: str, y, bias, weights, opts: Options) -> jax.Array:
-    y, bias, weights, _ = _validated(fn, opts, y, bias, weights)
+def forward(fn: str, y, bias, weights, opts: Options, *, y_name: str = "y") -> jax.Array:
+    """The forward of every op, validated in the name of ``fn`` (whose argument ``y`` is
+    called ``y_name``)."""
+    y, bias, weights, _ = _validation.validated(fn, opts.layout, y, bias, weights, y_name=y_name)
     return _forward_jit(y, bias, weights, opts)
 
 
 def _backward(fn: str, g, y, bias, weights, opts: Options):
-    y, bias, weights, g = _validated(fn, opts, y, bias, weights, g)
+    g = required(fn, "g", g)
+    y, bias, weights, g = _validation.validated(fn, opts.layout, y, bias, weights, g)
     dy, dweights = _backward_jit(g, y, bias, weights, opts)
     return dy if weights is None else (dy, dweights)
 
@@ -171,8 +115,8 @@ def swiglu(
         with zero gradient where a clamp was active (``L=7, alpha=1.702,
         linear_offset=1`` is GPT-OSS's activation).
       alpha, linear_offset: see the formula above.
-      fp8_input_store: save ``y`` for the backward as ``float8_e4m3fn`` (a plain cast, as
-        Megatron does; values beyond +-448 do not survive it); the backward then uses the
+      fp8_input_store: save ``y`` for the backward as ``float8_e4m3fn`` (Megatron's cast:
+        saturating at +-448, infinities included, NaN kept); the backward then uses the
         rounded input.
       cpu_offload_input: keep the saved input in host memory between forward and backward
         on backends that have host memory kinds (GPU, TPU); no effect on CPU.
@@ -197,7 +141,7 @@ def swiglu(
         layout,
         implementation,
     )
-    return _forward("swiglu", y, None, None, opts)
+    return forward("swiglu", y, None, None, opts)
 
 
 def bias_swiglu(
@@ -224,7 +168,7 @@ def bias_swiglu(
         layout,
         implementation,
     )
-    return _forward("bias_swiglu", y, _required("bias_swiglu", "bias", bias), None, opts)
+    return forward("bias_swiglu", y, required("bias_swiglu", "bias", bias), None, opts)
 
 
 def weighted_swiglu(
@@ -255,8 +199,8 @@ def weighted_swiglu(
         layout,
         implementation,
     )
-    weights = _required("weighted_swiglu", "weights", weights)
-    return _forward("weighted_swiglu", y, bias, weights, opts)
+    weights = required("weighted_swiglu", "weights", weights)
+    return forward("weighted_swiglu", y, bias, weights, opts)
 
 
 def swiglu_back(
@@ -290,7 +234,7 @@ def bias_swiglu_back(
     ``bias_swiglu_back``): same shape and dtype as ``y``; summing it over the leading
     axes gives the bias gradient."""
     opts = Options(clamp_value, alpha, linear_offset, layout=layout, implementation=implementation)
-    bias = _required("bias_swiglu_back", "bias", bias)
+    bias = required("bias_swiglu_back", "bias", bias)
     return _backward("bias_swiglu_back", g, y, bias, None, opts)
 
 
@@ -310,11 +254,5 @@ def weighted_swiglu_back(
     ``(dy, dweights)``, ``dy`` in ``y``'s shape and dtype (also the unreduced bias
     gradient), ``dweights`` in the weights' shape and dtype."""
     opts = Options(clamp_value, alpha, linear_offset, layout=layout, implementation=implementation)
-    weights = _required("weighted_swiglu_back", "weights", weights)
+    weights = required("weighted_swiglu_back", "weights", weights)
     return _backward("weighted_swiglu_back", g, y, bias, weights, opts)
-
-
-def _required(fn: str, name: str, x):
-    if x is None:
-        raise TypeError(f"{fn}: {name} is required, got None")
-    return x

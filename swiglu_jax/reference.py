@@ -16,6 +16,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from swiglu_jax import _validation
+from swiglu_jax._options import Options
+
 
 def compute_dtype(dtype) -> jnp.dtype:
     """float32, or float64 for float64 input: the precision of all arithmetic inside."""
@@ -41,7 +44,12 @@ def swiglu_reference(
     layout: str = "split",
 ) -> jax.Array:
     """``act(a) * (b + linear_offset) [* weights]`` with ``act(a) = a * sigmoid(alpha * a)``,
-    where ``a, b`` are the halves of ``y [+ bias]``, clamped when ``clamp_value`` is set."""
+    where ``a, b`` are the halves of ``y [+ bias]``, clamped when ``clamp_value`` is set.
+
+    Raises ``TypeError`` and ``ValueError`` for bad input, as :func:`swiglu_jax.swiglu`.
+    """
+    Options(clamp_value, alpha, linear_offset, layout=layout)  # validates them
+    y, bias, weights, _ = _validation.validated("swiglu_reference", layout, y, bias, weights)
     dtype = compute_dtype(y.dtype)
     x = y.astype(dtype)
     if bias is not None:

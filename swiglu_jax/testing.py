@@ -68,9 +68,22 @@ def _halves(y, bias, layout):
     return x[..., :h], x[..., h:]
 
 
+FP8_MAX = 448.0
+
+
+def fp8_cast(y) -> np.ndarray:
+    """``y`` as ``float8_e4m3fn`` the way torch casts it (Megatron's fp8 input store,
+    torch >= 2.12): round to nearest even, saturating at +-448 (infinities included),
+    NaN kept. (ml_dtypes' own cast gives NaN beyond 464: hence the clip.)"""
+    with np.errstate(invalid="ignore"):  # signalling NaNs
+        y = np.asarray(y).astype(np.float64)
+        y = np.where(y > FP8_MAX, FP8_MAX, np.where(y < -FP8_MAX, -FP8_MAX, y))
+        return y.astype(ml_dtypes.float8_e4m3fn)
+
+
 def fp8_round(y) -> np.ndarray:
-    """``y`` through a plain cast to float8_e4m3fn, as Megatron's fp8 input store does."""
-    return np.asarray(y).astype(ml_dtypes.float8_e4m3fn).astype(np.float64)
+    """``y`` through the fp8 input store and back, in float64."""
+    return fp8_cast(y).astype(np.float64)
 
 
 def swiglu_forward(

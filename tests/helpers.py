@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+import gc
+import inspect
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import swiglu_jax as sj
+from swiglu_jax import testing
 
 VARIANTS = ("plain", "bias", "weighted", "weighted_bias")
 LAYOUTS = ("split", "stacked")
+# Every kernel backend, interpreted on this host.
+INTERPRETED = ("interpret:triton", "interpret:mosaic_gpu", "interpret:tpu")
+# What the public ops can run on a CPU host: XLA ("auto") and every kernel, interpreted.
+CPU_IMPLEMENTATIONS = ("auto", *INTERPRETED)
 
 
 def make_inputs(
@@ -54,6 +65,109 @@ def reference_options(options):
     return {
         k: v for k, v in options.items() if k in ("clamp_value", "alpha", "linear_offset", "layout")
     }
+
+
+def check_forward_and_vjp(
+    rng, variant, lead, hidden, dtype, layout, options, *, scale=2.0, weights_dtype=jnp.float32
+):
+    """Forward and VJP (random cotangent) of ``variant`` against the float64 reference,
+    each within the tolerance of its dtype."""
+    y, bias, weights = make_inputs(
+        rng, variant, lead, hidden, dtype, layout=layout, scale=scale, weights_dtype=weights_dtype
+    )
+    args = differentiable_args(y, bias, weights)
+    out, vjp = jax.vjp(lambda a: apply_dict(variant, a, layout=layout, **options), args)
+
+    ref_opts = reference_options({**options, "layout": layout})
+    expected = testing.swiglu_forward(y, bias, weights, **ref_opts)
+    assert out.dtype == y.dtype and out.shape == (*lead, hidden)
+    assert testing.relative_error(out, expected) <= testing.tolerance(dtype)
+
+    g = random_like(rng, out)
+    grads = vjp(g)[0]
+    expected_grads = testing.swiglu_backward(
+        g, y, bias, weights, fp8_input_store=options.get("fp8_input_store", False), **ref_opts
+    )
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in grads.items():
+        assert grad.dtype == args[name].dtype and grad.shape == args[name].shape, name
+        error = testing.relative_error(grad, expected_grads[name])
+        terms = testing.gradient_terms(name, y.shape, layout)
+        assert error <= testing.tolerance(grad.dtype, terms=terms), (name, error)
+
+
+GPT_OSS_FP8 = {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0, "fp8_input_store": True}
+
+
+def forward_and_grads(variant, args, g, **options):
+    """The output and every gradient, as NumPy arrays (copies, so later runs can't touch them)."""
+    out, vjp = jax.vjp(lambda a: apply_dict(variant, a, **options), args)
+    return jax.tree.map(np.array, (out, vjp(g)[0]))
+
+
+def assert_bitwise_equal(first, second):
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def check_repeatable(rng, variant, lead, hidden, dtype, *, recompile=True, **options):
+    """Twice from the compiled executables and, with ``recompile``, once more after
+    compiling afresh."""
+    y, bias, weights = make_inputs(rng, variant, lead, hidden, dtype)
+    args = differentiable_args(y, bias, weights)
+    g = random_like(rng, jax.eval_shape(lambda a: apply_dict(variant, a, **options), args))
+    first = forward_and_grads(variant, args, g, **options)
+    assert_bitwise_equal(first, forward_and_grads(variant, args, g, **options))
+    if recompile:
+        jax.clear_caches()
+        assert_bitwise_equal(first, forward_and_grads(variant, args, g, **options))
+
+
+# Around the end of the e4m3 range (448; 464 is the rounding tie with the next binade),
+# infinities, NaN, a subnormal and plain values.
+FP8_EDGES = [0.0, 1.7, -(2.0**-9), 440.0, 448.0, 460.0, 464.0, 465.0, 479.0, 480.0, 500.0]
+FP8_EDGES += [1e4, np.inf, -np.inf, np.nan, -460.0, -500.0, -1e4]
+
+
+def fp8_edge_input(dtype):
+    """``(8, 2, H)``, the canonical shape: every edge value in both halves of every row."""
+    return jnp.asarray(np.broadcast_to(np.array(FP8_EDGES), (8, 2, len(FP8_EDGES))), dtype)
+
+
+def resident_bytes() -> int:
+    """This process's resident set size."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def usage() -> tuple[int, int, int]:
+    """Resident bytes, Python objects tracked by the collector, and live JAX arrays."""
+    gc.collect()
+    return resident_bytes(), len(gc.get_objects()), len(jax.live_arrays())
+
+
+def error_audit(functions, bad_values, missing_message):
+    """``pytest.param(call, error, message)`` for every public function with each of its
+    arguments in turn replaced by each bad value of that argument.
+
+    ``functions``: name -> ``(function, good keyword arguments, required argument names)``;
+    the arguments tried are those in the function's signature. ``bad_values``: argument
+    -> {label: ``(value, error type, message regex)``}, the regex formatted with ``fn``
+    (the function's name) and ``name`` (the argument's). A required argument is also
+    tried as ``None``, expecting a ``TypeError`` matching ``missing_message``.
+    """
+    cases = []
+    for fn_name, (fn, good, required) in functions.items():
+        for arg in inspect.signature(fn).parameters:
+            bad = dict(bad_values.get(arg, {}))
+            if arg in required:
+                bad["None"] = (None, TypeError, missing_message)
+            for label, (value, error, message) in bad.items():
+                call = functools.partial(fn, **{**good, arg: value})
+                message = message.format(fn=fn_name, name=arg)
+                cases.append(pytest.param(call, error, message, id=f"{fn_name}-{arg}-{label}"))
+    return cases
 
 
 def as_np(x):

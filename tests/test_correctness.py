@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from conftest import DTYPES
 from helpers import (
+    INTERPRETED,
     LAYOUTS,
     VARIANTS,
     apply_dict,
+    check_forward_and_vjp,
     differentiable_args,
     make_inputs,
     random_like,
@@ -33,29 +35,6 @@ OPTIONS = {
 # (leading shape, H): one row, one column pair, odd row counts, H not a multiple of 8 or
 # 128, and 3-D / 4-D inputs.
 SHAPES = [((1,), 1), ((7,), 3), ((37,), 129), ((3, 5), 24), ((2, 3, 4), 5)]
-
-
-def check_forward_and_vjp(rng, variant, lead, hidden, dtype, layout, options):
-    y, bias, weights = make_inputs(rng, variant, lead, hidden, dtype, layout=layout)
-    args = differentiable_args(y, bias, weights)
-    out, vjp = jax.vjp(lambda a: apply_dict(variant, a, layout=layout, **options), args)
-
-    ref_opts = reference_options({**options, "layout": layout})
-    expected = testing.swiglu_forward(y, bias, weights, **ref_opts)
-    assert out.dtype == y.dtype and out.shape == (*lead, hidden)
-    assert testing.relative_error(out, expected) <= testing.tolerance(dtype)
-
-    g = random_like(rng, out)
-    grads = vjp(g)[0]
-    expected_grads = testing.swiglu_backward(
-        g, y, bias, weights, fp8_input_store=options.get("fp8_input_store", False), **ref_opts
-    )
-    assert grads.keys() == expected_grads.keys()
-    for name, grad in grads.items():
-        assert grad.dtype == args[name].dtype and grad.shape == args[name].shape, name
-        error = testing.relative_error(grad, expected_grads[name])
-        terms = testing.gradient_terms(name, y.shape, layout)
-        assert error <= testing.tolerance(grad.dtype, terms=terms), (name, error)
 
 
 @pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
@@ -192,9 +171,6 @@ def test_back_functions_against_numpy(rng):
     dy = sj.bias_swiglu_back(g, y, bias, layout="stacked")
     expected = testing.swiglu_backward(g, y, bias, layout="stacked")["y"]
     assert testing.relative_error(dy, expected) <= testing.tolerance(jnp.bfloat16)
-
-
-INTERPRETED = ("interpret:triton", "interpret:mosaic_gpu", "interpret:tpu")
 
 
 @pytest.mark.parametrize("options", ["default", "fp8_clamp", "gpt_oss"])

@@ -11,9 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import (
+    GPT_OSS_FP8,
     VARIANTS,
     apply_dict,
+    check_repeatable,
     differentiable_args,
+    fp8_edge_input,
     make_inputs,
     random_like,
     reference_options,
@@ -21,6 +24,7 @@ from helpers import (
 
 import swiglu_jax as sj
 from swiglu_jax import _dispatch, testing
+from swiglu_jax._options import Options
 
 
 def _cuda_capability() -> float | None:
@@ -97,6 +101,27 @@ def test_stacked_layout(rng, implementation, variant):
 @pytest.mark.parametrize("implementation", KERNELS)
 def test_shapes(rng, implementation, dtype, lead, hidden):
     check(rng, implementation, "weighted_bias", lead, hidden, dtype, "split", {"clamp_value": 3.0})
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16], ids=str)
+@pytest.mark.parametrize("implementation", ["xla", *KERNELS])
+def test_fp8_store_saturates_like_torchs_cast(implementation, dtype):
+    """Compiled, where a GPU's conversion instruction might differ from interpret mode:
+    the fp8 copy saturates beyond +-448 (infinities included) and keeps NaN."""
+    impl = _dispatch.XLA if implementation == "xla" else _dispatch.kernel(implementation[7:])
+    y = fp8_edge_input(dtype)
+    forward = jax.jit(lambda y: impl.forward(y, None, None, Options(), save_fp8=True)[1])
+    saved = np.asarray(forward(y), np.float64)
+    np.testing.assert_array_equal(saved, testing.fp8_round(y))
+
+
+@pytest.mark.parametrize("variant", ["bias", "weighted_bias"])
+@pytest.mark.parametrize("implementation", ["auto", "xla", *KERNELS])
+def test_bitwise_repeatable(rng, implementation, variant):
+    """Outputs and gradients, bias and weights reductions included (many row blocks of
+    partial sums), are the same bits run after run, and after recompiling."""
+    options = {"implementation": implementation, **GPT_OSS_FP8}
+    check_repeatable(rng, variant, (4096,), 1408, jnp.bfloat16, **options)
 
 
 LARGE_ROWS, LARGE_HIDDEN = 2**31 // (2 * 8192) + 3, 8192  # y: 2^31 + 3 * 16384 elements

@@ -10,6 +10,8 @@ torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU visible to torch", allow_module_level=True)
 
+from helpers import usage  # noqa: E402
+
 import torch_bridge as tb  # noqa: E402
 from swiglu_jax import testing  # noqa: E402
 from torch_bridge import _exchange  # noqa: E402
@@ -148,3 +150,99 @@ def test_offload_round_trip_under_memory_pressure():
         y_again = y.detach().clone().requires_grad_()
         tb.bias_swiglu_impl(y_again, b, False, False).float().sum().backward()
         assert torch.equal(y.grad, y_again.grad)
+
+
+def cuda_inputs(seed, rows=1024, hidden=1408, dtype=torch.bfloat16):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    y = (2 * torch.randn(rows, 2 * hidden, device="cuda", generator=gen)).to(dtype)
+    bias = torch.randn(2 * hidden, device="cuda", generator=gen).to(dtype)
+    weights = torch.rand(rows, 1, device="cuda", generator=gen)
+    g = torch.randn(rows, hidden, device="cuda", generator=gen).to(dtype)
+    return y.requires_grad_(), bias.requires_grad_(), weights.requires_grad_(), g
+
+
+def step(y, bias, weights, g):
+    """Forward and backward through every fused path; the output and the gradients."""
+    for x in (y, bias, weights):
+        x.grad = None
+    out = tb.weighted_swiglu(y, weights, bias=bias, fp8_input_store=True)
+    out.backward(g)
+    return out.detach(), y.grad, bias.grad, weights.grad
+
+
+def jax_bytes_in_use() -> int:
+    import jax
+
+    return jax.devices("cuda")[0].memory_stats()["bytes_in_use"]
+
+
+def test_10000_calls_keep_device_and_host_memory_flat():
+    """torch's allocator, JAX's and the host's resident memory do not grow over the
+    second half of 10,000 forward + backward calls."""
+    inputs = cuda_inputs(0)
+    for _ in range(5_000):
+        step(*inputs)
+    torch.cuda.synchronize()
+    before = (torch.cuda.memory_allocated(), jax_bytes_in_use(), *usage())
+    for _ in range(5_000):
+        step(*inputs)
+    torch.cuda.synchronize()
+    after = (torch.cuda.memory_allocated(), jax_bytes_in_use(), *usage())
+    torch_growth, jax_growth, rss_growth, objects_growth, arrays_growth = (
+        a - b for a, b in zip(after, before, strict=True)
+    )
+    # One leaked output a call would be 14 GiB by the end.
+    assert torch_growth < 16 * 2**20, f"torch allocated {torch_growth} more bytes"
+    assert jax_growth < 16 * 2**20, f"JAX holds {jax_growth} more bytes"
+    assert rss_growth < 16 * 2**20, f"host resident memory grew by {rss_growth} bytes"
+    assert objects_growth <= 10 and arrays_growth <= 0
+
+
+def test_bitwise_repeatable_on_cuda():
+    inputs = cuda_inputs(1)
+    first = [x.clone() for x in step(*inputs)]
+    for _ in range(3):
+        for a, b in zip(first, step(*inputs), strict=True):
+            assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+
+
+def test_two_streams_at_once():
+    """Two threads, each on its own torch stream, call the bridge at the same time on
+    inputs their stream has just produced; each gets exactly the results of a call
+    alone on the default stream."""
+    import threading
+
+    inputs = [cuda_inputs(seed) for seed in (2, 3)]
+    expected = [[x.clone() for x in step(*i)] for i in inputs]
+    torch.cuda.synchronize()
+    streams = [torch.cuda.Stream() for _ in inputs]
+    failures, start = [], threading.Barrier(2)
+
+    def work(k):
+        with torch.cuda.stream(streams[k]):
+            a = torch.randn(2048, 2048, device="cuda") / 45
+            start.wait()
+            for _ in range(50):
+                # A slow producer on this stream, then the inputs copied after it.
+                slow = (a @ a @ a).sum() * 0
+                mine = [(x.detach() + slow.to(x.dtype)).requires_grad_() for x in inputs[k][:3]]
+                results = step(*mine, inputs[k][3])
+                if not all(torch.equal(e, r) for e, r in zip(expected[k], results, strict=True)):
+                    failures.append(k)
+                    return
+            streams[k].synchronize()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+def test_tensors_on_different_devices():
+    y = torch.ones(3, 8, device="cuda")
+    with pytest.raises(ValueError, match=r"^bias_swiglu: bias is on cpu but y is on cuda"):
+        tb.bias_swiglu(y, torch.ones(8))
+    with pytest.raises(ValueError, match=r"^swiglu_back: g is on cpu but y is on cuda"):
+        tb.swiglu_back(torch.ones(3, 4), y)

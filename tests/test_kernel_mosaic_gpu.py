@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 import pytest
+import strategies
+from conftest import SEED, examples
+from hypothesis import given, seed
+from hypothesis import strategies as st
 
 from swiglu_jax import testing
 from swiglu_jax._options import Options
@@ -62,7 +65,7 @@ def check_kernels(rng, variant, rows, hidden, dtype, options, config=None, save_
     saved = y
     if save_fp8:
         assert y_fp8.dtype == jnp.float8_e4m3fn and y_fp8.shape == y.shape
-        exact = np.asarray(y).astype(np.float32).astype(ml_dtypes.float8_e4m3fn)
+        exact = testing.fp8_cast(y)
         np.testing.assert_array_equal(np.asarray(y_fp8).view(np.uint8), exact.view(np.uint8))
         saved = y_fp8
     else:
@@ -111,6 +114,28 @@ def test_fp8_store(rng, variant, options):
 
 def test_fp8_store_float32_ragged(rng):
     check_kernels(rng, "bias", 7, 3, jnp.float32, OPTIONS["gpt_oss"], save_fp8=True)
+
+
+@seed(SEED)
+@examples(0.12)
+@given(
+    data_seed=strategies.seeds,
+    rows=st.integers(1, 130),
+    hidden=strategies.hidden_sizes(140),
+    dtype=strategies.dtypes,
+    variant=st.sampled_from(VARIANTS),
+    options=strategies.options(fp8=False, offload=False),
+    config=st.builds(
+        BlockConfig,
+        block_rows=st.sampled_from([64, 128]),
+        block_hidden=st.sampled_from([32, 48, 64]),
+    ),
+    save_fp8=st.booleans(),
+)
+def test_any_blocks(data_seed, rows, hidden, dtype, variant, options, config, save_fp8):
+    """Every legal block shape gives the same answers: interior, ragged and single blocks."""
+    rng = np.random.default_rng(data_seed)
+    check_kernels(rng, variant, rows, hidden, dtype, options, config=config, save_fp8=save_fp8)
 
 
 def test_no_rows_launches_nothing():

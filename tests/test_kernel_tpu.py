@@ -10,7 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import DTYPES
+import strategies
+from conftest import DTYPES, SEED, examples
+from hypothesis import given, seed
+from hypothesis import strategies as st
 from jax._src.pallas.mosaic.interpret import interpret_pallas_call
 from jax.experimental.pallas import tpu as pltpu
 
@@ -34,15 +37,15 @@ SPLIT_MULTI_BLOCK = ((70, 256), BlockConfig(block_rows=32, block_hidden=128))
 STACKED_MULTI_BLOCK = ((70, 300), BlockConfig(block_rows=32, block_hidden=128))
 
 
-def interpret_params() -> pltpu.InterpretParams:
+def interpret_params(cores: int = 2) -> pltpu.InterpretParams:
     """TPU interpret mode that records races (jax 0.12 would raise on one by default,
-    0.11 only prints) and fills unwritten memory with NaN, on two cores so the
-    ``"parallel"`` grid axes really are split."""
+    0.11 only prints) and fills unwritten memory with NaN, on two (or ``cores``) cores so
+    the ``"parallel"`` grid axes really are split."""
     extra = {}
     if "on_race" in inspect.signature(pltpu.InterpretParams).parameters:
         extra["on_race"] = "warn"
     return pltpu.InterpretParams(
-        detect_races=True, uninitialized_memory="nan", num_cores_or_threads=2, **extra
+        detect_races=True, uninitialized_memory="nan", num_cores_or_threads=cores, **extra
     )
 
 
@@ -52,9 +55,9 @@ def _fresh_interpreter():
     pltpu.reset_tpu_interpret_mode_state()
 
 
-def run_kernel(fn, *args, **kwargs):
+def run_kernel(fn, *args, cores=2, **kwargs):
     """``fn(*args, **kwargs)`` interpreted, asserting it raced nowhere and left no NaN."""
-    results = jax.block_until_ready(fn(*args, interpret=interpret_params(), **kwargs))
+    results = jax.block_until_ready(fn(*args, interpret=interpret_params(cores), **kwargs))
     races = interpret_pallas_call.races
     assert races is not None and not races.races_found, "the interpreter detected a race"
     for x in results:
@@ -86,20 +89,23 @@ def assert_sum_close(actual, expected, abs_sum, dtype):
     assert error <= testing.tolerance(dtype), f"error {error} relative to the sum of |terms|"
 
 
-def check(rng, rows, hidden, dtype, variant, *, config=None, save_fp8=False):
-    """Forward and backward of ``variant`` against the float64 reference."""
+def check(rng, rows, hidden, dtype, variant, *, config=None, save_fp8=False, cores=2):
+    """Forward and backward of ``variant`` against the float64 reference, on ``cores``
+    simulated cores, without races."""
     has_bias, has_weights, kwargs = VARIANTS[variant]
     y, bias, weights, g = make_inputs(rng, rows, hidden, dtype, has_bias, has_weights)
     opts = Options(**kwargs)
     ref = dict(bias=bias, weights=weights, layout="stacked", **kwargs)
 
-    out, y_fp8 = run_kernel(tpu.forward, y, bias, weights, opts, save_fp8=save_fp8, config=config)
+    out, y_fp8 = run_kernel(
+        tpu.forward, y, bias, weights, opts, save_fp8=save_fp8, config=config, cores=cores
+    )
     assert out.shape == (rows, hidden)
     assert_close(out, testing.swiglu_forward(y, **ref), dtype)
     if save_fp8:
         assert y_fp8.dtype == FP8 and y_fp8.shape == y.shape
         np.testing.assert_array_equal(
-            np.asarray(y_fp8).view(np.uint8), np.asarray(y.astype(FP8)).view(np.uint8)
+            np.asarray(y_fp8).view(np.uint8), testing.fp8_cast(y).view(np.uint8)
         )
         y_saved = y_fp8
     else:
@@ -107,7 +113,7 @@ def check(rng, rows, hidden, dtype, variant, *, config=None, save_fp8=False):
         y_saved = y
 
     dy, dbias, dweights = run_kernel(
-        tpu.backward, g, y_saved, bias, weights, opts, dy_dtype=dtype, config=config
+        tpu.backward, g, y_saved, bias, weights, opts, dy_dtype=dtype, config=config, cores=cores
     )
     grads = testing.swiglu_backward(g, y, fp8_input_store=save_fp8, **ref)
     assert dy.shape == y.shape
@@ -154,6 +160,46 @@ def test_shapes(rng, rows, hidden):
 def test_save_fp8(rng, dtype, shape_and_config):
     (rows, hidden), config = shape_and_config
     check(rng, rows, hidden, dtype, "gpt_oss", config=config, save_fp8=True)
+
+
+# The race detector's sweep: every variant's accumulations (the weights gradient across
+# hidden blocks, the bias partials per row block, the split path's k axis and scratch)
+# on more cores than row blocks, as many, and fewer.
+RACE_SWEEP = {
+    "split_3x3": ((96, 384), BlockConfig(block_rows=32, block_hidden=128)),
+    "split_ragged_rows": ((70, 256), BlockConfig(block_rows=16, block_hidden=128)),
+    "stacked_ragged": ((70, 300), BlockConfig(block_rows=32, block_hidden=128)),
+}
+
+
+@pytest.mark.parametrize("cores", [2, 4])
+@pytest.mark.parametrize("case", RACE_SWEEP.values(), ids=RACE_SWEEP.keys())
+def test_race_sweep(rng, case, cores):
+    (rows, hidden), config = case
+    check(rng, rows, hidden, jnp.bfloat16, "gpt_oss", config=config, save_fp8=True, cores=cores)
+
+
+@seed(SEED)
+@examples(0.12)
+@given(
+    data_seed=strategies.seeds,
+    rows=st.integers(1, 100),
+    hidden=strategies.hidden_sizes(300),
+    dtype=strategies.dtypes,
+    variant=st.sampled_from(list(VARIANTS)),
+    config=st.builds(
+        BlockConfig,
+        block_rows=st.sampled_from([8, 16, 32, 64]),
+        block_hidden=st.sampled_from([128, 256]),
+    ),
+    save_fp8=st.booleans(),
+)
+def test_any_blocks(data_seed, rows, hidden, dtype, variant, config, save_fp8):
+    """Any block shape (rounded to legal TPU blocks) gives the same answers, without
+    races or reads of uninitialised memory."""
+    pltpu.reset_tpu_interpret_mode_state()  # race records are per example
+    rng = np.random.default_rng(data_seed)
+    check(rng, rows, hidden, dtype, variant, config=config, save_fp8=save_fp8)
 
 
 def test_save_fp8_default_config(rng):

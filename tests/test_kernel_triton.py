@@ -7,8 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import DTYPES
+import strategies
+from conftest import DTYPES, SEED, examples
 from helpers import exported_text
+from hypothesis import given, seed
+from hypothesis import strategies as st
 
 from swiglu_jax import testing
 from swiglu_jax._options import Options
@@ -58,7 +61,7 @@ def check(rng, rows, hidden, dtype, variant, opts, config, save_fp8):
     assert testing.relative_error(out, expected) <= testing.tolerance(dtype)
     saved = y
     if save_fp8:
-        np.testing.assert_array_equal(np.asarray(y_fp8), np.asarray(y.astype(jnp.float8_e4m3fn)))
+        np.testing.assert_array_equal(np.asarray(y_fp8), testing.fp8_cast(y))
         saved = y_fp8
     else:
         assert y_fp8 is None
@@ -68,11 +71,11 @@ def check(rng, rows, hidden, dtype, variant, opts, config, save_fp8):
     grads = testing.swiglu_backward(g, y, bias, weights, fp8_input_store=save_fp8, **ref)
     assert dy.dtype == dtype and dy.shape == y.shape
     assert testing.relative_error(dy, grads["y"]) <= testing.tolerance(dtype)
-    for name, grad, given in (("bias", dbias, bias), ("weights", dweights, weights)):
-        if given is None:
+    for name, grad, arg in (("bias", dbias, bias), ("weights", dweights, weights)):
+        if arg is None:
             assert grad is None
         else:
-            assert grad.dtype == given.dtype and grad.shape == given.shape
+            assert grad.dtype == arg.dtype and grad.shape == arg.shape
             assert testing.relative_error(grad, grads[name]) <= 5e-6, name
 
 
@@ -95,6 +98,29 @@ def test_ragged_shapes(rng, rows, hidden, config):
 @pytest.mark.parametrize("variant", ["plain", "weighted_bias"])
 def test_fp8_store_in_the_forward_pass(rng, dtype, variant):
     check(rng, 21, 24, dtype, variant, OPTIONS["gpt_oss"], SMALL_TILES, save_fp8=True)
+
+
+@seed(SEED)
+@examples(0.2)
+@given(
+    data_seed=strategies.seeds,
+    rows=st.integers(1, 40),
+    hidden=strategies.hidden_sizes(140),
+    dtype=strategies.dtypes,
+    variant=st.sampled_from(list(VARIANTS)),
+    options=strategies.options(fp8=False, offload=False),
+    config=st.builds(
+        BlockConfig,
+        block_rows=st.sampled_from([2, 4, 8, 16, 64]),
+        block_hidden=st.sampled_from([16, 32, 64, 256]),
+    ),
+    save_fp8=st.booleans(),
+)
+def test_any_tiles(data_seed, rows, hidden, dtype, variant, options, config, save_fp8):
+    """Every legal tile shape gives the same answers: interior, ragged and single tiles
+    (at most 20 x 9 of them: interpret mode runs each program in turn)."""
+    rng = np.random.default_rng(data_seed)
+    check(rng, rows, hidden, dtype, variant, Options(**options), config, save_fp8)
 
 
 def test_zero_rows():

@@ -1,4 +1,5 @@
-"""Special values, large magnitudes, and inputs left as they were."""
+"""Special values, large magnitudes, the fp8 store beyond its range, and inputs left as
+they were: for XLA and every kernel backend in interpret mode."""
 
 from __future__ import annotations
 
@@ -7,9 +8,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import DTYPES
-from helpers import VARIANTS, apply_dict, differentiable_args, make_inputs
+from helpers import (
+    CPU_IMPLEMENTATIONS,
+    INTERPRETED,
+    VARIANTS,
+    apply_dict,
+    differentiable_args,
+    fp8_edge_input,
+    make_inputs,
+)
 
-from swiglu_jax import testing
+import swiglu_jax as sj
+from swiglu_jax import _dispatch, testing
+from swiglu_jax._options import Options
 
 
 def assert_same_special_values(actual, expected):
@@ -22,29 +33,45 @@ def assert_same_special_values(actual, expected):
     np.testing.assert_allclose(actual[finite], expected[finite], rtol=1e-5, atol=1e-30)
 
 
+SPECIALS = [np.nan, np.inf, -np.inf, 0.0, 1.0, -2.0, 50.0, -50.0, 1000.0, -1000.0]
+
+
+@pytest.mark.parametrize("fp8_input_store", [False, True], ids=["plain", "fp8_store"])
 @pytest.mark.parametrize("clamp_value", [None, 3.0])
-def test_nan_and_inf_propagate_as_the_formula_says(clamp_value):
+@pytest.mark.parametrize("implementation", CPU_IMPLEMENTATIONS)
+def test_nan_and_inf_propagate_as_the_formula_says(implementation, clamp_value, fp8_input_store):
     """Special values follow IEEE arithmetic of the formula, forward and backward: a NaN
     anywhere in a pair makes its output NaN; an infinite gate gives inf * sigmoid or NaN
-    (-inf * 0); a clamp bounds infinities but lets NaN through, gradients included."""
-    specials = np.array([np.nan, np.inf, -np.inf, 0.0, 1.0, -2.0, 50.0, -50.0], np.float32)
+    (-inf * 0); a clamp bounds infinities but lets NaN through, gradients included. With
+    the fp8 store the backward sees the saturated input (+-inf and +-1000 as +-448)."""
+    specials = np.array(SPECIALS, np.float32)
     gate, up = np.meshgrid(specials, specials)
     y = jnp.asarray(np.concatenate([gate.reshape(-1, 1), up.reshape(-1, 1)], axis=-1))
-    f = lambda y: apply_dict("plain", {"y": y}, clamp_value=clamp_value)
-    out, vjp = jax.vjp(f, y)
+    options = dict(
+        clamp_value=clamp_value, fp8_input_store=fp8_input_store, implementation=implementation
+    )
+    out, vjp = jax.vjp(lambda y: apply_dict("plain", {"y": y}, **options), y)
     assert_same_special_values(out, testing.swiglu_forward(y, clamp_value=clamp_value))
     g = jnp.ones_like(out)
     (dy,) = vjp(g)
-    assert_same_special_values(dy, testing.swiglu_backward(g, y, clamp_value=clamp_value)["y"])
+    expected = testing.swiglu_backward(
+        g, y, clamp_value=clamp_value, fp8_input_store=fp8_input_store
+    )
+    assert_same_special_values(dy, expected["y"])
     if clamp_value is None:
         assert np.isnan(out[np.isnan(y).any(axis=-1)]).all()
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_large_magnitudes_give_no_spurious_nan(rng, variant):
+# XLA with every variant, each kernel backend (interpreted) with the one that has them all.
+IMPLEMENTATION_CASES = [("auto", v) for v in VARIANTS]
+IMPLEMENTATION_CASES += [(i, "weighted_bias") for i in INTERPRETED]
+
+
+@pytest.mark.parametrize("implementation,variant", IMPLEMENTATION_CASES)
+def test_large_magnitudes_give_no_spurious_nan(rng, implementation, variant):
     y, bias, weights = make_inputs(rng, variant, (64,), 32, jnp.float32, scale=1e4)
     args = differentiable_args(y, bias, weights)
-    out, vjp = jax.vjp(lambda a: apply_dict(variant, a), args)
+    out, vjp = jax.vjp(lambda a: apply_dict(variant, a, implementation=implementation), args)
     assert np.isfinite(out).all()
     assert testing.relative_error(out, testing.swiglu_forward(y, bias, weights)) < 1e-6
     g = jnp.asarray(rng.standard_normal(out.shape), jnp.float32)
@@ -67,15 +94,60 @@ def test_saturating_sigmoid(dtype):
     np.testing.assert_array_equal(np.asarray(dy, np.float64)[:, 0], [0.0, 1.0, 0.0, 1.0])
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_inputs_are_not_modified(rng, variant):
-    """NumPy and JAX inputs hold the same values after forward and backward."""
+FP8_IMPLEMENTATIONS = {
+    "xla": _dispatch.XLA,
+    **{name: _dispatch.kernel(name.split(":")[1], interpret=True) for name in INTERPRETED},
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("implementation", FP8_IMPLEMENTATIONS)
+def test_fp8_store_saturates_like_torchs_cast(implementation, dtype):
+    """Beyond the e4m3 range the fp8 copy saturates to +-448 (infinities included) and NaN
+    stays NaN, as ``y.to(torch.float8_e4m3fn)`` does (Megatron's store, torch >= 2.12):
+    the same in every implementation (``testing.fp8_cast`` is that cast; it is checked
+    against torch in test_torch_bridge.py)."""
+    y = fp8_edge_input(dtype)
+    forward = FP8_IMPLEMENTATIONS[implementation].forward
+    _, y_fp8 = forward(y, None, None, Options(), save_fp8=True)
+    assert y_fp8.dtype == jnp.float8_e4m3fn
+    saved = np.asarray(y_fp8, np.float64)
+    np.testing.assert_array_equal(saved, testing.fp8_round(y))
+    assert np.nanmax(np.abs(saved)) == testing.FP8_MAX
+    assert np.isnan(saved).sum() == np.isnan(np.asarray(y, np.float64)).sum()  # NaN only
+
+
+def buffers(tree) -> set[int]:
+    return {x.unsafe_buffer_pointer() for x in jax.tree.leaves(tree) if x.size}
+
+
+def back(variant, g, args, **options):
+    """The raw gradient function (Megatron's ``*_back``) of ``variant``."""
+    y, bias, weights = args["y"], args.get("bias"), args.get("weights")
+    if variant == "plain":
+        return sj.swiglu_back(g, y, **options)
+    if variant == "bias":
+        return sj.bias_swiglu_back(g, y, bias, **options)
+    return sj.weighted_swiglu_back(g, y, weights, bias=bias, **options)
+
+
+@pytest.mark.parametrize("implementation,variant", IMPLEMENTATION_CASES)
+def test_inputs_are_not_modified_nor_aliased(rng, implementation, variant):
+    """NumPy and JAX inputs hold the same values after forward and backward (VJP, grad,
+    and the raw ``*_back`` functions), and no output shares an input's buffer."""
     y, bias, weights = make_inputs(rng, variant, (5, 3), 8, jnp.float32)
     numpy_args = {k: np.array(v) for k, v in differentiable_args(y, bias, weights).items()}
     copies = {k: v.copy() for k, v in numpy_args.items()}
+    options = {"implementation": implementation}
     for args in (numpy_args, {k: jnp.asarray(v) for k, v in numpy_args.items()}):
-        out, vjp = jax.vjp(lambda a: apply_dict(variant, a, fp8_input_store=True), args)
-        vjp(jnp.ones_like(out))
-        jax.jit(jax.grad(lambda a: jnp.sum(apply_dict(variant, a))))(args)
+        out, vjp = jax.vjp(lambda a: apply_dict(variant, a, fp8_input_store=True, **options), args)
+        g = jnp.ones_like(out)
+        outputs = [out, vjp(g), back(variant, g, args, **options)]
+        outputs.append(
+            jax.jit(jax.grad(lambda a: jnp.sum(apply_dict(variant, a, **options))))(args)
+        )
         for name, value in args.items():
             np.testing.assert_array_equal(np.asarray(value), copies[name])
+        assert not buffers(outputs) & buffers(
+            [a for a in args.values() if isinstance(a, jax.Array)]
+        )

@@ -16,6 +16,7 @@ registered autograd, so models using the bridge compile with ``torch.compile``.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -41,11 +42,18 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 # ----------------------------------------------------------------------------- validation
+#
+# Errors start with the name of the public function called and name the argument (``y``
+# in the functions, ``input`` in Megatron's Functions and ``*_impl``): ``TypeError`` for
+# a wrong type or dtype, ``ValueError`` for a wrong shape, value or device.
 
 
 def _check_tensor(fn: str, name: str, x) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.is_nested or x.layout != torch.strided:
+        kind = "a nested tensor" if x.is_nested else f"layout={x.layout}"
+        raise TypeError(f"{fn}: {name} must be a dense tensor, got {kind}")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{fn}: {name} must be float16, bfloat16, float32 or float64, "
@@ -54,31 +62,53 @@ def _check_tensor(fn: str, name: str, x) -> torch.Tensor:
     return x
 
 
+def _check_number(fn: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{fn}: {name} must be finite, got {value!r}")
+    return float(value)
+
+
 def _check_options(fn: str, clamp_value, alpha, linear_offset) -> tuple:
     if clamp_value is not None:
-        if isinstance(clamp_value, bool) or not isinstance(clamp_value, (int, float)):
+        if isinstance(clamp_value, bool) or not isinstance(clamp_value, numbers.Real):
             raise TypeError(f"{fn}: clamp_value must be None or a number, got {clamp_value!r}")
         if not (math.isfinite(clamp_value) and clamp_value > 0):
             raise ValueError(
                 f"{fn}: clamp_value must be None or a finite number > 0, got {clamp_value!r}"
             )
         clamp_value = float(clamp_value)
-    for name, value in (("alpha", alpha), ("linear_offset", linear_offset)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{fn}: {name} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"{fn}: {name} must be finite, got {value!r}")
-    return clamp_value, float(alpha), float(linear_offset)
+    return (
+        clamp_value,
+        _check_number(fn, "alpha", alpha),
+        _check_number(fn, "linear_offset", linear_offset),
+    )
 
 
-def _check(fn: str, y, bias=None, weights=None, g=None) -> tuple[int, ...]:
+def _check_flag(fn: str, name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{fn}: {name} must be a bool, got {value!r}")
+    return value
+
+
+def _required(fn: str, name: str, x):
+    if x is None:
+        raise TypeError(f"{fn}: {name} is required, got None")
+    return x
+
+
+def _check(fn: str, y, bias=None, weights=None, g=None, *, y_name="y") -> tuple[int, ...]:
     """Validates the tensors of one call; returns the token shape ``y.shape[:-1]``."""
-    _check_tensor(fn, "y", y)
+    _check_tensor(fn, y_name, y)
+    y_shape = f"{y_name}.shape={tuple(y.shape)}"
     if y.dim() < 1 or y.shape[-1] == 0 or y.shape[-1] % 2:
         raise ValueError(
-            f"{fn}: y must have an even, nonzero last dimension holding [gate | up], "
-            f"got y.shape={tuple(y.shape)}"
+            f"{fn}: {y_name} must have an even, nonzero last dimension holding [gate | up], "
+            f"got {y_shape}"
         )
+    if y.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{fn}: {y_name} is on {y.device}; JAX reads CPU and CUDA tensors")
     lead, hidden = tuple(y.shape[:-1]), y.shape[-1] // 2
     expected = {"bias": (2 * hidden,), "weights": (*lead, 1), "g": (*lead, hidden)}
     for name, x in (("bias", bias), ("weights", weights), ("g", g)):
@@ -87,11 +117,11 @@ def _check(fn: str, y, bias=None, weights=None, g=None) -> tuple[int, ...]:
         _check_tensor(fn, name, x)
         if tuple(x.shape) != expected[name]:
             raise ValueError(
-                f"{fn}: {name} must have shape {expected[name]} for y.shape={tuple(y.shape)}, "
+                f"{fn}: {name} must have shape {expected[name]} for {y_shape}, "
                 f"got {name}.shape={tuple(x.shape)}"
             )
         if x.device != y.device:
-            raise ValueError(f"{fn}: {name} is on {x.device} but y is on {y.device}")
+            raise ValueError(f"{fn}: {name} is on {x.device} but {y_name} is on {y.device}")
     return lead
 
 
@@ -113,15 +143,15 @@ def swiglu(y, *, clamp_value=None, alpha=1.0, linear_offset=0.0, fp8_input_store
     ``clamp_value`` as in :func:`swiglu_jax.swiglu`; ``fp8_input_store`` saves the input for
     the backward as float8_e4m3fn.
     """
-    return SwiGLUFunction.apply(y, fp8_input_store, False, clamp_value, alpha, linear_offset)
+    options = (clamp_value, alpha, linear_offset)
+    return SwiGLUFunction.apply(y, fp8_input_store, False, *options, ("swiglu", "y"))
 
 
 def bias_swiglu(y, bias, *, clamp_value=None, alpha=1.0, linear_offset=0.0, fp8_input_store=False):
     """``swiglu(y + bias)`` with ``bias`` of shape ``(2H,)``; the bias gradient comes back
     reduced to that shape."""
-    return BiasSwiGLUFunction.apply(
-        y, bias, fp8_input_store, False, clamp_value, alpha, linear_offset
-    )
+    options = (clamp_value, alpha, linear_offset)
+    return BiasSwiGLUFunction.apply(y, bias, fp8_input_store, False, *options, ("bias_swiglu", "y"))
 
 
 def weighted_swiglu(
@@ -129,13 +159,13 @@ def weighted_swiglu(
 ):
     """``swiglu(y [+ bias]) * weights`` with ``weights`` of shape ``y.shape[:-1] + (1,)``
     (router probabilities, often float32); the output has ``y``'s dtype."""
-    return WeightedSwiGLUFunction.apply(
-        y, weights, fp8_input_store, bias, clamp_value, alpha, linear_offset
-    )
+    options = (clamp_value, alpha, linear_offset)
+    caller = ("weighted_swiglu", "y")
+    return WeightedSwiGLUFunction.apply(y, weights, fp8_input_store, bias, *options, caller)
 
 
 def _back(fn, g, y, bias, weights, clamp_value, alpha, linear_offset):
-    _check(fn, y, bias, weights, g)
+    _check(fn, y, bias, weights, _required(fn, "g", g))
     options = _check_options(fn, clamp_value, alpha, linear_offset)
     dy, _, dweights = _ops.backward(_rows(g).to(y.dtype), _rows(y), bias, _flat(weights), *options)
     dy = dy.reshape(y.shape)
@@ -149,6 +179,7 @@ def swiglu_back(g, y, *, clamp_value=None, alpha=1.0, linear_offset=0.0):
 
 def bias_swiglu_back(g, y, bias, *, clamp_value=None, alpha=1.0, linear_offset=0.0):
     """The gradient of :func:`bias_swiglu` with respect to ``y + bias`` (unreduced)."""
+    bias = _required("bias_swiglu_back", "bias", bias)
     return _back("bias_swiglu_back", g, y, bias, None, clamp_value, alpha, linear_offset)
 
 
@@ -157,23 +188,32 @@ def weighted_swiglu_back(
 ):
     """``(dy, dweights)`` of :func:`weighted_swiglu`, in the dtypes of ``y`` and
     ``weights``."""
-    return _back("weighted_swiglu_back", g, y, bias, weights, clamp_value, alpha, linear_offset)
+    fn = "weighted_swiglu_back"
+    weights = _required(fn, "weights", weights)
+    return _back(fn, g, y, bias, weights, clamp_value, alpha, linear_offset)
 
 
 # ----------------------------------------------------------------------------- Functions
+#
+# Each Function takes Megatron's arguments, then swiglu_jax's options, then ``_caller``:
+# ``(public function, name of its input argument)`` for error messages, given by the
+# functions above (default: the Function's own name and ``input``).
 
 
 class _SwiGLUFunctionBase(torch.autograd.Function):
     """Shared forward and backward of Megatron's three ``Function`` classes."""
 
     @staticmethod
-    def _forward(ctx, fn, input, bias, weights, fp8_input_store, cpu_offload_input, options):
-        lead = _check(fn, input, bias, weights)
+    def _forward(ctx, caller, input, bias, weights, fp8_input_store, cpu_offload_input, options):
+        fn, input_name = caller
+        lead = _check(fn, input, bias, weights, y_name=input_name)
         options = _check_options(fn, *options)
-        out, y_fp8 = _ops.forward(
-            _rows(input), bias, _flat(weights), *options, bool(fp8_input_store)
-        )
-        saved = y_fp8 if fp8_input_store else _rows(input)
+        fp8_input_store = _check_flag(fn, "fp8_input_store", fp8_input_store)
+        cpu_offload_input = _check_flag(fn, "cpu_offload_input", cpu_offload_input)
+        out, y_fp8 = _ops.forward(_rows(input), bias, _flat(weights), *options, fp8_input_store)
+        # The tensors themselves, not views made here (in no-grad mode, which would make
+        # a later in-place change of the input fail at once rather than at backward).
+        saved = y_fp8 if fp8_input_store else input
         ctx.offloaded = None
         if cpu_offload_input:
             for tensor in (saved, bias):  # Megatron's marks, kept for its tools
@@ -181,7 +221,7 @@ class _SwiGLUFunctionBase(torch.autograd.Function):
                     tensor.activation_offloading = True
             if saved.is_cuda:  # (a tensor in host memory stays where it is)
                 ctx.offloaded, saved = _offload.Offloaded(saved), None
-        ctx.save_for_backward(saved, bias, _flat(weights))
+        ctx.save_for_backward(saved, bias, weights)
         ctx.options, ctx.input_shape = options, input.shape
         ctx.weights_shape = None if weights is None else weights.shape
         return out.reshape(*lead, out.shape[-1])
@@ -192,7 +232,7 @@ class _SwiGLUFunctionBase(torch.autograd.Function):
         if ctx.offloaded is not None:
             saved = ctx.offloaded.restore()
         dy, dbias, dweights = _ops.backward(
-            _rows(grad_output).contiguous(), saved, bias, weights, *ctx.options
+            _rows(grad_output).contiguous(), _rows(saved), bias, _flat(weights), *ctx.options
         )
         return (
             dy.reshape(ctx.input_shape),
@@ -214,10 +254,11 @@ class SwiGLUFunction(_SwiGLUFunctionBase):
         clamp_value=None,
         alpha=1.0,
         linear_offset=0.0,
+        _caller=("SwiGLUFunction", "input"),
     ):
         return _SwiGLUFunctionBase._forward(
             ctx,
-            "SwiGLUFunction",
+            _caller,
             input,
             None,
             None,
@@ -229,7 +270,7 @@ class SwiGLUFunction(_SwiGLUFunctionBase):
     @staticmethod
     def backward(ctx, grad_output):
         dy, _, _ = _SwiGLUFunctionBase._backward(ctx, grad_output)
-        return dy, None, None, None, None, None
+        return dy, None, None, None, None, None, None
 
 
 class BiasSwiGLUFunction(_SwiGLUFunctionBase):
@@ -247,14 +288,13 @@ class BiasSwiGLUFunction(_SwiGLUFunctionBase):
         clamp_value=None,
         alpha=1.0,
         linear_offset=0.0,
+        _caller=("BiasSwiGLUFunction", "input"),
     ):
-        if bias is None:
-            raise TypeError("BiasSwiGLUFunction: bias is required, got None")
         return _SwiGLUFunctionBase._forward(
             ctx,
-            "BiasSwiGLUFunction",
+            _caller,
             input,
-            bias,
+            _required(_caller[0], "bias", bias),
             None,
             fp8_input_store,
             cpu_offload_input,
@@ -264,7 +304,7 @@ class BiasSwiGLUFunction(_SwiGLUFunctionBase):
     @staticmethod
     def backward(ctx, grad_output):
         dy, dbias, _ = _SwiGLUFunctionBase._backward(ctx, grad_output)
-        return dy, dbias, None, None, None, None, None
+        return dy, dbias, None, None, None, None, None, None
 
 
 class WeightedSwiGLUFunction(_SwiGLUFunctionBase):
@@ -282,15 +322,14 @@ class WeightedSwiGLUFunction(_SwiGLUFunctionBase):
         clamp_value=None,
         alpha=1.0,
         linear_offset=0.0,
+        _caller=("WeightedSwiGLUFunction", "input"),
     ):
-        if weights is None:
-            raise TypeError("WeightedSwiGLUFunction: weights is required, got None")
         return _SwiGLUFunctionBase._forward(
             ctx,
-            "WeightedSwiGLUFunction",
+            _caller,
             input,
             bias,
-            weights,
+            _required(_caller[0], "weights", weights),
             fp8_input_store,
             False,
             (clamp_value, alpha, linear_offset),
@@ -299,10 +338,15 @@ class WeightedSwiGLUFunction(_SwiGLUFunctionBase):
     @staticmethod
     def backward(ctx, grad_output):
         dy, dbias, dweights = _SwiGLUFunctionBase._backward(ctx, grad_output)
-        return dy, dweights, None, dbias, None, None, None
+        return dy, dweights, None, dbias, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- Megatron impl
+
+
+def _check_input(fn: str, input) -> tuple[int, ...]:
+    """Megatron's contract for ``input``: a tensor, 2-D or 3-D (else ``AssertionError``)."""
+    return check_rank(fn, _check_tensor(fn, "input", input))
 
 
 def bias_swiglu_impl(
@@ -317,8 +361,9 @@ def bias_swiglu_impl(
 ):
     """Megatron's ``bias_swiglu_impl``: 2-D or 3-D ``input`` (else ``AssertionError``),
     ``bias`` ``(2H,)`` or ``None``."""
-    check_rank("bias_swiglu_impl", input)
-    options = (clamp_value, alpha, linear_offset)
+    fn = "bias_swiglu_impl"
+    _check_input(fn, input)
+    options = (clamp_value, alpha, linear_offset, (fn, "input"))
     if bias is None:
         return SwiGLUFunction.apply(input, fp8_input_store, cpu_offload_input, *options)
     return BiasSwiGLUFunction.apply(input, bias, fp8_input_store, cpu_offload_input, *options)
@@ -329,13 +374,13 @@ def weighted_bias_swiglu_impl(
 ):
     """Megatron's ``weighted_bias_swiglu_impl``: 2-D or 3-D ``input``; ``weights`` of
     shape ``input.shape[:-1] + (1,)`` or ``(tokens, 1)``; ``bias`` may be given too."""
-    shape = check_rank("weighted_bias_swiglu_impl", input)
+    fn = "weighted_bias_swiglu_impl"
+    shape = _check_input(fn, input)
     token_shape, tokens = (*shape[:-1], 1), math.prod(shape[:-1])
     if isinstance(weights, torch.Tensor) and tuple(weights.shape) == (tokens, 1):
         weights = weights.reshape(token_shape)
-    return WeightedSwiGLUFunction.apply(
-        input, weights, fp8_input_store, bias, clamp_value, alpha, linear_offset
-    )
+    options = (clamp_value, alpha, linear_offset, (fn, "input"))
+    return WeightedSwiGLUFunction.apply(input, weights, fp8_input_store, bias, *options)
 
 
 class SwiGLU(torch.nn.Module):
@@ -361,8 +406,17 @@ class SwiGLU(torch.nn.Module):
             fp8_input_store=fp8_input_store,
         )
         _check_options("SwiGLU", clamp_value, alpha, linear_offset)
+        _check_flag("SwiGLU", "fp8_input_store", fp8_input_store)
         self.bias = None
         if bias_features is not None:
+            if isinstance(bias_features, bool) or not isinstance(bias_features, int):
+                raise TypeError(
+                    f"SwiGLU: bias_features must be None or an int, got {bias_features!r}"
+                )
+            if bias_features <= 0 or bias_features % 2:
+                raise ValueError(
+                    f"SwiGLU: bias_features must be even and positive (2H), got {bias_features}"
+                )
             self.bias = torch.nn.Parameter(torch.zeros(bias_features, device=device, dtype=dtype))
 
     def forward(self, y, weights=None):

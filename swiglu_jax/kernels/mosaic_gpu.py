@@ -37,7 +37,7 @@ from swiglu_jax import _math
 from swiglu_jax._options import Options
 from swiglu_jax.kernels.config import BlockConfig
 
-FP8_DTYPE = jnp.float8_e4m3fn
+FP8_DTYPE = _math.FP8_DTYPE
 SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 # Rows of the WGMMA register layout that one warpgroup holds: block_rows is a multiple.
@@ -187,7 +187,7 @@ def _forward_kernel(y_gmem, *refs, opts, has_bias, has_weights, save_fp8, blocks
     if save_fp8:
         for half in (0, 1):
             # Through float32: Hopper converts only 32-bit floats to float8 directly.
-            fp8_smem[half] = y_smem[half].astype(jnp.float32).astype(FP8_DTYPE)
+            fp8_smem[half] = _math.to_fp8(y_smem[half].astype(jnp.float32))
     plgpu.commit_smem()
     plgpu.copy_smem_to_gmem(out_smem, out_gmem.at[rows, cols])
     if save_fp8:

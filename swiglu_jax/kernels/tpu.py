@@ -45,7 +45,7 @@ from swiglu_jax import _math
 from swiglu_jax._options import Options
 from swiglu_jax.kernels.config import BlockConfig
 
-FP8_DTYPE = jnp.float8_e4m3fn
+FP8_DTYPE = _math.FP8_DTYPE
 COMPUTE_DTYPE = jnp.float32
 NUM_LANES = 128
 TILE_BYTES = 32  # a sublane tile is 8 rows of 32 bits: 8 float32, 16 bfloat16, 32 fp8
@@ -269,6 +269,10 @@ def _cast_into(dst_ref, src_ref):
     dst_ref[...] = src_ref[...].astype(dst_ref.dtype)
 
 
+def _fp8_into(dst_ref, src_ref):
+    dst_ref[...] = _math.to_fp8(src_ref[...].astype(COMPUTE_DTYPE))
+
+
 def _forward_kernel(*refs, opts: Options, plan: _Plan, has_bias, has_weights, save_fp8):
     halves = 2 if plan.split else 1
     y_refs, bias_refs, w_ref, out_ref, fp8_ref = _take(
@@ -285,10 +289,10 @@ def _forward_kernel(*refs, opts: Options, plan: _Plan, has_bias, has_weights, sa
     if not save_fp8:
         return
     if k is None:
-        _cast_into(fp8_ref, y_refs[0])
+        _fp8_into(fp8_ref, y_refs[0])
         return
     for half, y_ref in enumerate(y_refs):
-        pl.when(k == half)(functools.partial(_cast_into, fp8_ref, y_ref))
+        pl.when(k == half)(functools.partial(_fp8_into, fp8_ref, y_ref))
 
 
 def _masked(x, plan: _Plan, *, rows: bool, columns: bool):

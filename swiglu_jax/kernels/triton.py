@@ -24,7 +24,7 @@ from swiglu_jax import _math
 from swiglu_jax._options import Options
 from swiglu_jax.kernels.config import BlockConfig, next_power_of_2
 
-FP8_DTYPE = jnp.float8_e4m3fn
+FP8_DTYPE = _math.FP8_DTYPE
 KERNEL_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.float32))
 
 # Tile shapes chosen by measurement (benchmarks/PERF_NOTES.md, H100, bf16): one row of
@@ -149,7 +149,7 @@ def _forward_kernel(*refs, opts: Options, tile, has_bias: bool, has_weights: boo
     weights = tile.load_weights(refs.pop(0)) if has_weights else None
     tile.store(refs.pop(0), _math.forward(a, b, weights, opts))
     if save_fp8:
-        tile.store_halves(refs.pop(0), gate.astype(FP8_DTYPE), linear.astype(FP8_DTYPE))
+        tile.store_halves(refs.pop(0), _math.to_fp8(gate), _math.to_fp8(linear))
 
 
 def _backward_kernel(*refs, opts: Options, tile, has_bias: bool, has_weights: bool):
