@@ -7,8 +7,9 @@ CPU offload, in JAX and through torch_bridge (issue 6's figures).
 JAX: the compiled memory analysis (device temporaries, and host temporaries where the
 runtime reports them) of ``jax.jit(jax.grad(loss))`` over ``layers`` SwiGLU MLP layers,
 and its time per step. torch (on a CUDA GPU): the peak of ``torch.cuda.memory_allocated``
-during one forward + backward through ``torch_bridge.bias_swiglu_impl``, and the time per
-step. Variants: plain, ``fp8_input_store``, ``cpu_offload_input``, both.
+during one forward + backward through ``torch_bridge.bias_swiglu_impl``, the memory the
+forward leaves held for the backward, and the time per step.
+Variants: plain, ``fp8_input_store``, ``cpu_offload_input``, both.
 """
 
 from __future__ import annotations
@@ -87,26 +88,31 @@ def torch_figures(layers, rows, features, hidden) -> dict | None:
     ]
     x = torch.randn(rows, features, device="cuda", dtype=torch.bfloat16, requires_grad=True)
 
-    def step(options):
+    def forward(options):
         h = x
         for up, down in zip(ups, downs, strict=True):
             h = tb.bias_swiglu_impl(h @ up, None, **options) @ down
-        h.float().square().sum().backward()
+        return h.float().square().sum()
 
     figures = {}
     for name, options in VARIANTS.items():
-        step(options)
+        forward(options).backward()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        step(options)
+        loss = forward(options)
+        torch.cuda.synchronize()
+        torch.empty(1, device="cuda")  # frees blocks whose offload copy has landed
+        held = torch.cuda.memory_allocated() - base
+        loss.backward()
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
         start = time.perf_counter()
         for _ in range(5):
-            step(options)
+            forward(options).backward()
         torch.cuda.synchronize()
         figures[name] = {
+            "held_after_forward_MiB": held / 2**20,
             "peak_MiB": peak / 2**20,
             "ms_per_step": (time.perf_counter() - start) / 5 * 1e3,
         }

@@ -105,36 +105,45 @@ def test_second_gpu():
 
 
 def _layers_step(layers, rows, features, hidden, **options):
-    """Peak device memory of one forward + backward through ``layers`` SwiGLU MLP layers
-    whose up projections are dropped by the caller after the op (as in a model)."""
+    """Device memory of one forward + backward through ``layers`` SwiGLU MLP layers whose
+    up projections the caller drops after the op (as in a model): what the forward leaves
+    held for the backward (after the offload copies have landed), the peak during the
+    backward, and the input's gradient."""
     torch.manual_seed(0)
     ups = [torch.randn(features, 2 * hidden, device="cuda", dtype=torch.bfloat16) / 64]
     downs = [torch.randn(hidden, features, device="cuda", dtype=torch.bfloat16) / 64]
     ups, downs = ups * layers, downs * layers
     x = torch.randn(rows, features, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
     start = torch.cuda.memory_allocated()
     h = x
     for up, down in zip(ups, downs, strict=True):
         h = tb.bias_swiglu_impl(h @ up, None, **options) @ down
+    torch.cuda.synchronize()
+    torch.empty(1, device="cuda")  # the allocator frees blocks whose side-stream use ended
+    held = torch.cuda.memory_allocated() - start
+    torch.cuda.reset_peak_memory_stats()
     h.float().square().sum().backward()
     torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - start, x.grad
+    return held, torch.cuda.max_memory_allocated() - start, x.grad
 
 
-def test_fp8_store_and_offload_lower_peak_memory():
+def test_fp8_store_and_offload_hold_less_for_the_backward():
+    """Offload copies run on a side stream beside the forward, so a forward with little
+    compute per layer (as here) finishes before they land: the memory they free shows in
+    what the forward leaves held for the backward, and in the backward's peak."""
     shape = {"layers": 4, "rows": 8192, "features": 1024, "hidden": 4096}
-    plain, grad = _layers_step(**shape)
-    fp8, grad_fp8 = _layers_step(**shape, fp8_input_store=True)
-    offload, grad_offload = _layers_step(**shape, cpu_offload_input=True)
+    plain, plain_peak, grad = _layers_step(**shape)
+    fp8, _, grad_fp8 = _layers_step(**shape, fp8_input_store=True)
+    offload, offload_peak, grad_offload = _layers_step(**shape, cpu_offload_input=True)
     saved_bytes = shape["rows"] * 2 * shape["hidden"] * 2  # one layer's bf16 input
-    # fp8 keeps half of each layer's input; offload keeps none of it on the device.
-    assert plain - fp8 >= 0.9 * shape["layers"] * saved_bytes / 2
-    assert plain - offload >= 0.9 * (shape["layers"] - 1) * saved_bytes
+    # fp8 holds half of each layer's input; offload holds none of it on the device.
+    assert plain - fp8 >= 0.9 * shape["layers"] * saved_bytes / 2, (plain, fp8)
+    assert plain - offload >= 0.9 * shape["layers"] * saved_bytes, (plain, offload)
+    assert offload_peak < plain_peak, (offload_peak, plain_peak)
     assert torch.equal(grad, grad_offload)  # the offloaded input comes back bit for bit
-    fp8_error = testing.relative_error(grad_fp8.double().cpu().numpy(), grad.double().cpu().numpy())
-    assert fp8_error < 0.1
+    error = testing.relative_error(grad_fp8.double().cpu().numpy(), grad.double().cpu().numpy())
+    assert error < 0.1
 
 
 def test_offload_round_trip_under_memory_pressure():
