@@ -2,8 +2,10 @@
 
 Both functions work on the canonical shapes the op layer hands every implementation:
 ``y`` is ``(N, 2, H)`` (gate at index 0), ``bias`` is ``(2, H)`` or ``None``, ``weights``
-is ``(N, 1)`` or ``None`` and the cotangent ``g`` is ``(N, H)``. Arithmetic is float32
-(float64 for float64 input) with one rounding per output.
+is ``(N, 1)`` or ``None`` and the cotangent ``g`` is ``(N, H)``; unlike the kernels, they
+also take several token axes in place of ``N`` (``(*L, 2, H)``), which lets XLA partition
+them for any sharding of those axes. Arithmetic is float32 (float64 for float64 input)
+with one rounding per output.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def _halves(y, bias, dtype):
     x = y.astype(dtype)
     if bias is not None:
         x = x + bias.astype(dtype)
-    return x[:, 0, :], x[:, 1, :]
+    return x[..., 0, :], x[..., 1, :]
 
 
 def _cast(x, dtype):
@@ -45,8 +47,9 @@ def backward(g, y, bias, weights, opts: Options, *, dy_dtype):
     g = g.astype(dtype)
     a, b = _halves(y, bias, dtype)
     da, db, h = _math.backward(g, a, b, _cast(weights, dtype), opts)
-    dx = jnp.stack([da, db], axis=1)
-    dbias = None if bias is None else jnp.sum(dx, axis=0).astype(bias.dtype)
+    dx = jnp.stack([da, db], axis=-2)
+    tokens = tuple(range(dx.ndim - 2))
+    dbias = None if bias is None else jnp.sum(dx, axis=tokens).astype(bias.dtype)
     dweights = None
     if weights is not None:
         dweights = jnp.sum(h * g, axis=-1, keepdims=True).astype(weights.dtype)

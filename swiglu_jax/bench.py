@@ -24,9 +24,9 @@ Minimum bytes per call, the floor divided by the copy bandwidth measured in the 
 Peers compute the same thing the way their users would: XLA is the ``jax.numpy``
 specification (``swiglu_jax.reference``) under ``jax.jit`` with ``jax.vjp``; torch eager
 and ``torch.compile`` (one fixed shape, and ``dynamic=True`` as after a second shape) run
-Megatron-Core's formulas; Liger-Kernel runs its fused gate-up kernels, composed with
-torch for what it lacks (bias, weights, fp8). Peers are optional: missing ones are
-skipped with a note.
+Megatron-Core's formulas; Liger-Kernel runs its fused gate-up kernels and Transformer
+Engine its ``swiglu``/``dswiglu`` kernels, both composed with torch for what they lack
+(bias, weights, fp8). Peers are optional: missing ones are skipped with a note.
 """
 
 from __future__ import annotations
@@ -197,11 +197,43 @@ def _liger_formulas(torch):
     }
 
 
+def _transformer_engine_formulas(torch):
+    """Transformer Engine's SwiGLU kernels (``tex.swiglu`` / ``tex.dswiglu``, no
+    quantizer), composed with torch for what they lack (bias, weights, fp8 copy)."""
+    import transformer_engine_torch as tex
+
+    def forward(y):
+        return tex.swiglu(y, None)
+
+    def backward(g, y):
+        return tex.dswiglu(g, y, None)
+
+    def weighted_back(g, y, w):
+        dw = torch.sum(forward(y).to(w.dtype) * g.to(w.dtype), dim=-1, keepdim=True)
+        return backward((g * w).to(y.dtype), y), dw
+
+    def bias_back(g, y, b):
+        dy = backward(g, y + b)
+        return dy, dy.sum(0)
+
+    return {
+        "fwd": forward,
+        "fp8_fwd": lambda y: (forward(y), y.to(torch.float8_e4m3fn)),
+        "bwd": backward,
+        "bias_bwd": bias_back,
+        "weighted_bwd": weighted_back,
+    }
+
+
 def _torch_candidate(formulas: str, compile_mode: str | None = None):
     def build(op, rows, hidden, dtype, sets):
         import torch
 
-        fn = (_liger_formulas if formulas == "liger" else _megatron_formulas)(torch)[op]
+        fn = {
+            "liger": _liger_formulas,
+            "transformer_engine": _transformer_engine_formulas,
+            "megatron": _megatron_formulas,
+        }[formulas](torch)[op]
         if compile_mode is not None:
             # A fresh compiler cache per candidate: dynamo keys its cache on the formula's
             # code object, shared by every size, and falls back to eager for good once
@@ -287,6 +319,12 @@ def candidates() -> list[Candidate]:
             "torch.compile dynamic", False, _torch_candidate("megatron", "dynamic"), needs="torch"
         ),
         Candidate("liger", False, _torch_candidate("liger"), needs="liger_kernel"),
+        Candidate(
+            "transformer engine",
+            False,
+            _torch_candidate("transformer_engine"),
+            needs="transformer_engine_torch",
+        ),
     ]
 
 

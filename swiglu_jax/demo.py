@@ -1,10 +1,15 @@
-"""The main job: every op run on this machine and checked against the float64 reference.
+"""The main job: every op run on this machine and checked against the float64 reference,
+then a Flax MLP trained through the ops, the PyTorch bridge beside native torch, and the
+speed.
 
-    python -m swiglu_jax.demo [--rows N] [--hidden H] [--seed S]
+    python -m swiglu_jax.demo [--rows N] [--hidden H] [--seed S] [--quick]
 
 Prints what it runs on, a table of forward and gradient errors (relative norm error
-against the NumPy float64 reference, next to the dtype's tolerance), and the wall-clock
-time of a jitted forward and forward+backward. Exits with status 1 if a check fails.
+against the NumPy float64 reference, next to the dtype's tolerance), a short Flax NNX
+training run (when Flax is installed), a torch MLP trained through ``torch_bridge`` and
+with native torch from the same weights (when torch is installed), and the time of
+jitted calls: on a GPU the benchmark's table against the peers, on a CPU the wall-clock.
+Exits with status 1 if a check fails.
 """
 
 from __future__ import annotations
@@ -115,11 +120,93 @@ def speed(rng, rows, hidden, dtype) -> list[tuple[str, str, float, float]]:
     return results
 
 
+def flax_training(seed: int, steps: int = 200) -> bool | None:
+    """Trains a two-block SwiGLU MLP (Flax NNX, optax) on a made-up regression task;
+    ``None`` without Flax, else whether the loss fell at least fourfold."""
+    try:
+        import optax
+        from flax import nnx
+
+        from swiglu_jax.nn import SwiGLUMLP
+    except ImportError:
+        print("\n(Flax is not installed: `bash scripts/setup.sh flax` adds the Flax run.)")
+        return None
+    rng = np.random.default_rng(seed)
+    features = 16
+    x = jnp.asarray(rng.standard_normal((1024, features)), jnp.float32)
+    teacher = jnp.asarray(rng.standard_normal((features, features)) / 4, jnp.float32)
+    target = jnp.sin(x @ teacher)
+    model = SwiGLUMLP(features, 64, use_bias=True, rngs=nnx.Rngs(seed))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer, x, target):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - target) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    print(f"\nFlax NNX: swiglu_jax.nn.SwiGLUMLP({features}, 64) trained with Adam, MSE:")
+    losses = []
+    for i in range(steps):
+        batch = rng.choice(len(x), 128, replace=False)
+        losses.append(float(step(model, optimizer, x[batch], target[batch])))
+        if i % 40 == 0 or i == steps - 1:
+            print(f"  step {i:4d}  loss {losses[-1]:.4f}")
+    ok = losses[-1] < losses[0] / 4
+    print(f"  {'ok' if ok else 'FAILED'}: {losses[0]:.3f} -> {losses[-1]:.4f}")
+    return ok
+
+
+def torch_bridge_training(seed: int, steps: int = 60) -> bool | None:
+    """A torch MLP trained twice from the same weights, through ``torch_bridge`` and with
+    native torch; ``None`` without torch, else whether the loss curves agree."""
+    try:
+        import torch
+
+        import torch_bridge as tb
+    except ImportError:
+        print("\n(torch is not installed: `bash scripts/setup.sh torch` adds the bridge run.)")
+        return None
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.randn(1024, 16, device=device)
+    target = torch.sin(x @ torch.randn(16, 16, device=device) / 4)
+    up = torch.randn(16, 128, device=device) / 4
+    down = torch.randn(64, 16, device=device) / 8
+
+    def train(activation):
+        params = [up.clone().requires_grad_(), down.clone().requires_grad_()]
+        optimizer = torch.optim.Adam(params, lr=3e-3)
+        losses = []
+        for _ in range(steps):
+            loss = torch.mean((activation(x @ params[0]) @ params[1] - target) ** 2)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        return losses
+
+    def native(y):
+        a, b = torch.chunk(y, 2, dim=-1)
+        return torch.nn.functional.silu(a) * b
+
+    bridged, reference = train(tb.swiglu), train(native)
+    gap = max(abs(a - b) / b for a, b in zip(bridged, reference, strict=True))
+    ok = gap < 1e-3
+    print(f"\nPyTorch ({device}): the same MLP trained through torch_bridge and natively:")
+    print(f"  loss {reference[0]:.4f} -> bridge {bridged[-1]:.4f}, native {reference[-1]:.4f}")
+    print(f"  {'ok' if ok else 'FAILED'}: largest relative gap between the curves {gap:.1e}")
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=257, help="tokens per check (default 257)")
     parser.add_argument("--hidden", type=int, default=344, help="H of the checks (default 344)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes for the timing (a smoke test)"
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
     rng = np.random.default_rng(seed)
@@ -147,7 +234,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{testing.tolerance(dtype):9.0e}  {'ok' if ok else 'FAILED'}"
             )
 
+    failures += flax_training(seed) is False
+    failures += torch_bridge_training(seed) is False
+
+    if jax.default_backend() == "gpu" and not args.quick:
+        from swiglu_jax import bench
+
+        print("\nThe benchmark against the peers (python -m swiglu_jax.bench):")
+        bench.main(["--sizes", "quick", "--dtypes", "bfloat16", "--out", "bench-results"])
     rows, hidden = (4096, 2048) if jax.default_backend() == "cpu" else (8192, 14336)
+    if args.quick:
+        rows, hidden = 256, 256
     print(
         f"\nWall-clock per jitted call on {device.device_kind}, y of shape ({rows}, 2*{hidden}),"
         f" bfloat16 (GB/s of the minimum bytes moved):\n"

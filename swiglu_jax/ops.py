@@ -1,9 +1,10 @@
 """The public SwiGLU ops: validation (``_validation``), the canonical shapes, and the
 custom VJP.
 
-Every op reduces to one differentiable core on canonical shapes (``y`` as ``(N, 2, H)``,
-``bias`` as ``(2, H)``, ``weights`` as ``(N, 1)``): both layouts reshape to it for free, so
-the implementations (XLA, Pallas kernels) never see a layout.
+Every op reduces to one differentiable core on canonical shapes (``y`` as ``(*L, 2, H)``
+with its token axes ``L``, ``bias`` as ``(2, H)``, ``weights`` as ``(*L, 1)``): both layouts
+reshape to it for free, so the implementations (XLA, Pallas kernels) never see a layout.
+The token axes stay apart so that ``_partition`` can keep any sharding of them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 
 import jax
 
-from swiglu_jax import _dispatch, _validation
+from swiglu_jax import _partition, _validation
 from swiglu_jax._options import ImplementationName, Layout, Options
 from swiglu_jax._validation import required
 
@@ -21,12 +22,12 @@ from swiglu_jax._validation import required
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _swiglu_core(y, bias, weights, opts: Options):
-    out, _ = _dispatch.call("forward", opts, y, bias, weights, save_fp8=False)
+    out, _ = _partition.call("forward", opts, y, bias, weights, save_fp8=False)
     return out
 
 
 def _swiglu_core_fwd(y, bias, weights, opts: Options):
-    out, y_fp8 = _dispatch.call("forward", opts, y, bias, weights, save_fp8=opts.fp8_input_store)
+    out, y_fp8 = _partition.call("forward", opts, y, bias, weights, save_fp8=opts.fp8_input_store)
     saved = y_fp8 if opts.fp8_input_store else y
     if opts.cpu_offload_input:
         # Host memory where the backend has it (GPU, TPU); XLA:CPU drops the annotation.
@@ -39,7 +40,7 @@ def _swiglu_core_bwd(opts: Options, residuals, g):
     if opts.cpu_offload_input:
         saved = jax.device_put(saved, jax.memory.Space.Device)
     # The cotangent has the output's dtype, which is y's: the fp8 copy has lost it.
-    return _dispatch.call("backward", opts, g, saved, bias, weights, dy_dtype=g.dtype)
+    return _partition.call("backward", opts, g, saved, bias, weights, dy_dtype=g.dtype)
 
 
 _swiglu_core.defvjp(_swiglu_core_fwd, _swiglu_core_bwd)
@@ -49,14 +50,9 @@ _swiglu_core.defvjp(_swiglu_core_fwd, _swiglu_core_bwd)
 
 
 def _canonical(y, bias, weights, hidden: int):
-    """Free reshapes to ``(N, 2, H)``, ``(2, H)`` and ``(N, 1)``: both layouts store a
-    row's gate before its linear half, so one view serves both."""
-    rows = y.size // (2 * hidden)
-    return (
-        y.reshape(rows, 2, hidden),
-        None if bias is None else bias.reshape(2, hidden),
-        None if weights is None else weights.reshape(rows, 1),
-    )
+    """Free reshapes to ``(*L, 2, H)`` and ``(2, H)``: both layouts store a row's gate
+    before its linear half, so one view serves both. ``weights`` is ``(*L, 1)`` already."""
+    return _partition.pairs(y, hidden), _partition.pairs(bias, hidden), weights
 
 
 def _lead_shape(y, opts: Options) -> tuple[tuple[int, ...], int]:
@@ -69,18 +65,16 @@ def _lead_shape(y, opts: Options) -> tuple[tuple[int, ...], int]:
 # executable; inlined under an outer jit.
 @functools.partial(jax.jit, static_argnums=3)
 def _forward_jit(y, bias, weights, opts: Options):
-    lead, hidden = _lead_shape(y, opts)
-    return _swiglu_core(*_canonical(y, bias, weights, hidden), opts).reshape(*lead, hidden)
+    _, hidden = _lead_shape(y, opts)
+    return _swiglu_core(*_canonical(y, bias, weights, hidden), opts)
 
 
 @functools.partial(jax.jit, static_argnums=4)
 def _backward_jit(g, y, bias, weights, opts: Options):
     _, hidden = _lead_shape(y, opts)
     y3, bias2, weights2 = _canonical(y, bias, weights, hidden)
-    dy, _, dweights = _dispatch.call(
-        "backward", opts, g.reshape(-1, hidden), y3, bias2, weights2, dy_dtype=y.dtype
-    )
-    return dy.reshape(y.shape), (None if weights is None else dweights.reshape(weights.shape))
+    dy, _, dweights = _partition.call("backward", opts, g, y3, bias2, weights2, dy_dtype=y.dtype)
+    return dy.reshape(y.shape), dweights
 
 
 def forward(fn: str, y, bias, weights, opts: Options, *, y_name: str = "y") -> jax.Array:

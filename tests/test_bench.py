@@ -46,3 +46,17 @@ def test_runs_and_writes_results(tmp_path, capsys):
     assert "% of copy" in output and "vs best peer" in output
     pytest.importorskip("matplotlib")
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_missing_peers_are_reported_not_fatal(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "transformer_engine_torch" else real(name, *a),
+    )
+    result = bench.run([(8, 16)], ["float32"], ["fwd"], ["xla", "transformer engine"], 2, print)
+    assert result["skipped"] == {"transformer engine": "transformer_engine_torch is not installed"}
+    assert [r["implementation"] for r in result["results"]] == ["xla"]

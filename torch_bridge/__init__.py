@@ -21,7 +21,7 @@ import numbers
 import torch
 
 from swiglu_jax.megatron import check_rank
-from torch_bridge import _ops
+from torch_bridge import _offload, _ops
 
 __all__ = [
     "BiasSwiGLUFunction",
@@ -214,11 +214,13 @@ class _SwiGLUFunctionBase(torch.autograd.Function):
         # The tensors themselves, not views made here (in no-grad mode, which would make
         # a later in-place change of the input fail at once rather than at backward).
         saved = y_fp8 if fp8_input_store else input
+        ctx.offloaded = None
         if cpu_offload_input:
-            # Megatron's marker for its activation offloading; the memory issue moves them.
-            for tensor in (saved, bias):
+            for tensor in (saved, bias):  # Megatron's marks, kept for its tools
                 if tensor is not None:
                     tensor.activation_offloading = True
+            if saved.is_cuda:  # (a tensor in host memory stays where it is)
+                ctx.offloaded, saved = _offload.Offloaded(saved), None
         ctx.save_for_backward(saved, bias, weights)
         ctx.options, ctx.input_shape = options, input.shape
         ctx.weights_shape = None if weights is None else weights.shape
@@ -227,6 +229,8 @@ class _SwiGLUFunctionBase(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, grad_output):
         saved, bias, weights = ctx.saved_tensors
+        if ctx.offloaded is not None:
+            saved = ctx.offloaded.restore()
         dy, dbias, dweights = _ops.backward(
             _rows(grad_output).contiguous(), _rows(saved), bias, _flat(weights), *ctx.options
         )
