@@ -41,7 +41,7 @@ def options(*, fp8: bool = True, offload: bool = True):
     numbers would clamp an input equal to the upper one in float64 but not in float32."""
     optional = {
         "clamp_value": st.floats(0.25, 8.0, width=32),
-        "alpha": st.floats(0.1, 3.0, width=32),
+        "alpha": st.floats(0.125, 3.0, width=32),
         "linear_offset": st.floats(-2.0, 2.0, width=32),
     }
     if fp8:

@@ -48,8 +48,8 @@ def step(y, bias, weights, g):
 def test_many_calls_keep_host_memory_flat():
     """After a warm-up, the second half of the calls adds no resident memory, no Python
     objects and no live JAX arrays: nothing is kept per call (a leaked output alone would
-    be 32 KiB a call)."""
-    inputs = make(0)
+    be 256 KiB a call, 250 MiB over the measured half)."""
+    inputs = make(0, rows=256, hidden=256)
     for _ in range(100 + CALLS // 2):  # warm-up: compilation, caches, allocator pools
         step(*inputs)
     rss, objects, arrays = usage()
@@ -58,7 +58,7 @@ def test_many_calls_keep_host_memory_flat():
     rss_after, objects_after, arrays_after = usage()
     assert arrays_after <= arrays
     assert objects_after - objects <= 10, f"{objects_after - objects} more Python objects"
-    assert rss_after - rss < 8 * MiB, f"resident memory grew by {(rss_after - rss) / MiB} MiB"
+    assert rss_after - rss < 32 * MiB, f"resident memory grew by {(rss_after - rss) / MiB} MiB"
 
 
 def test_bitwise_repeatable():
