@@ -168,61 +168,46 @@ def _megatron_formulas(torch):
     }
 
 
+def _composed(torch, forward, backward):
+    """Every op from a peer's plain forward and backward kernels, composed with torch for
+    what they lack (bias, weights, the fp8 copy), as their users would."""
+
+    def weighted_back(g, y, w):
+        dw = torch.sum(forward(y).to(w.dtype) * g.to(w.dtype), dim=-1, keepdim=True)
+        return backward((g * w).to(y.dtype), y), dw
+
+    def bias_back(g, y, b):
+        dy = backward(g, y + b)
+        return dy, dy.sum(0)
+
+    return {
+        "fwd": forward,
+        "fp8_fwd": lambda y: (forward(y), y.to(torch.float8_e4m3fn)),
+        "bwd": backward,
+        "bias_bwd": bias_back,
+        "weighted_bwd": weighted_back,
+    }
+
+
 def _liger_formulas(torch):
+    """Liger-Kernel's fused gate-up kernels."""
     from liger_kernel.ops.swiglu import (
         swiglu_fused_gate_up_backward,
         swiglu_fused_gate_up_forward,
     )
 
-    def forward(y):
-        return swiglu_fused_gate_up_forward(y)[1]
-
-    def backward(g, y):
-        return swiglu_fused_gate_up_backward(y, g, in_place=False)
-
-    def weighted_back(g, y, w):
-        dw = torch.sum(forward(y).to(w.dtype) * g.to(w.dtype), dim=-1, keepdim=True)
-        return backward((g * w).to(y.dtype), y), dw
-
-    def bias_back(g, y, b):
-        dy = backward(g, y + b)
-        return dy, dy.sum(0)
-
-    return {
-        "fwd": forward,
-        "fp8_fwd": lambda y: (forward(y), y.to(torch.float8_e4m3fn)),
-        "bwd": backward,
-        "bias_bwd": bias_back,
-        "weighted_bwd": weighted_back,
-    }
+    return _composed(
+        torch,
+        lambda y: swiglu_fused_gate_up_forward(y)[1],
+        lambda g, y: swiglu_fused_gate_up_backward(y, g, in_place=False),
+    )
 
 
 def _transformer_engine_formulas(torch):
-    """Transformer Engine's SwiGLU kernels (``tex.swiglu`` / ``tex.dswiglu``, no
-    quantizer), composed with torch for what they lack (bias, weights, fp8 copy)."""
+    """Transformer Engine's SwiGLU kernels (``tex.swiglu`` / ``tex.dswiglu``, no quantizer)."""
     import transformer_engine_torch as tex
 
-    def forward(y):
-        return tex.swiglu(y, None)
-
-    def backward(g, y):
-        return tex.dswiglu(g, y, None)
-
-    def weighted_back(g, y, w):
-        dw = torch.sum(forward(y).to(w.dtype) * g.to(w.dtype), dim=-1, keepdim=True)
-        return backward((g * w).to(y.dtype), y), dw
-
-    def bias_back(g, y, b):
-        dy = backward(g, y + b)
-        return dy, dy.sum(0)
-
-    return {
-        "fwd": forward,
-        "fp8_fwd": lambda y: (forward(y), y.to(torch.float8_e4m3fn)),
-        "bwd": backward,
-        "bias_bwd": bias_back,
-        "weighted_bwd": weighted_back,
-    }
+    return _composed(torch, lambda y: tex.swiglu(y, None), lambda g, y: tex.dswiglu(g, y, None))
 
 
 def _torch_candidate(formulas: str, compile_mode: str | None = None):
