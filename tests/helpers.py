@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import swiglu_jax as sj
 from swiglu_jax import testing
@@ -196,3 +197,20 @@ def exported_text(f, *args, platform: str) -> str:
     mesh = jax.sharding.AbstractMesh((1,), ("x",), abstract_device=H100)
     with jax.sharding.use_abstract_mesh(mesh):
         return exporter(*specs).mlir_module()
+
+
+def junk_calls(functions: dict, junk: list):
+    """A strategy for ``(name, fn, kwargs)``: a function of ``functions`` (name -> ``(fn,
+    good kwargs, ...)``) with each argument drawn from its good value or from ``junk``."""
+
+    @st.composite
+    def calls(draw):
+        name = draw(st.sampled_from(sorted(functions)))
+        fn, good = functions[name][:2]
+        kwargs = {}
+        for arg, param in inspect.signature(fn).parameters.items():
+            default = good.get(arg, param.default)
+            kwargs[arg] = draw(st.one_of(st.just(default), st.sampled_from(junk)))
+        return name, fn, kwargs
+
+    return calls()

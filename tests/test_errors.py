@@ -5,7 +5,6 @@ values, the special cases below, random junk (nothing crashes), and devices that
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import subprocess
@@ -16,9 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import SEED
-from helpers import error_audit
+from helpers import error_audit, junk_calls
 from hypothesis import given, seed
-from hypothesis import strategies as st
 
 import swiglu_jax as sj
 
@@ -216,20 +214,8 @@ JUNK = [Y, B, W, G, STACKED, None, 1.5, "split", "stacked", np.ones((3, 8), np.f
 JUNK += [value for bad in BAD_VALUES.values() for value, _, _ in bad.values()]
 
 
-@st.composite
-def junk_calls(draw):
-    """A public function and its arguments, each good or junk."""
-    name = draw(st.sampled_from(sorted(FUNCTIONS)))
-    fn, good, _ = FUNCTIONS[name]
-    kwargs = {}
-    for arg, param in inspect.signature(fn).parameters.items():
-        default = good.get(arg, param.default)
-        kwargs[arg] = draw(st.one_of(st.just(default), st.sampled_from(JUNK)))
-    return name, fn, kwargs
-
-
 @seed(SEED)
-@given(call=junk_calls())
+@given(call=junk_calls(FUNCTIONS, JUNK))
 def test_junk_never_crashes(call):
     """Any mix of arguments computes, or raises one of the documented errors naming an
     argument of the function called."""

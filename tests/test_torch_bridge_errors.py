@@ -14,9 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import SEED  # noqa: E402
-from helpers import error_audit  # noqa: E402
+from helpers import error_audit, junk_calls  # noqa: E402
 from hypothesis import given, seed  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 import torch_bridge as tb  # noqa: E402
 
@@ -157,19 +156,8 @@ JUNK = [Y, B, W, G, None, 1.5, True, "x", torch.ones(2, 3, 8), torch.ones(8, dty
 JUNK += [value for bad in (*BAD_VALUES.values(), *RANK.values()) for value, _, _ in bad.values()]
 
 
-@st.composite
-def junk_calls(draw):
-    name = draw(st.sampled_from(sorted(FUNCTIONS)))
-    fn, good, _ = FUNCTIONS[name]
-    kwargs = {}
-    for arg, param in inspect.signature(fn).parameters.items():
-        default = good.get(arg, param.default)
-        kwargs[arg] = draw(st.one_of(st.just(default), st.sampled_from(JUNK)))
-    return name, fn, kwargs
-
-
 @seed(SEED)
-@given(call=junk_calls())
+@given(call=junk_calls(FUNCTIONS, JUNK))
 def test_junk_never_crashes(call):
     """Any mix of arguments computes, or raises one of the documented errors naming an
     argument of the name called."""
