@@ -23,6 +23,7 @@ from swiglu_jax import testing  # noqa: E402
 
 CALLS = 10_000 if os.environ.get("SWIGLU_STRESS") else 2_000
 MiB = 2**20
+LIVE_ARRAY_NOISE = 8  # a leak of one array a call would add CALLS // 2
 
 
 def make(seed, rows=64, hidden=128, dtype=torch.float32):
@@ -48,7 +49,11 @@ def step(y, bias, weights, g):
 def test_many_calls_keep_host_memory_flat():
     """After a warm-up, the second half of the calls adds no resident memory, no Python
     objects and no live JAX arrays: nothing is kept per call (a leaked output alone would
-    be 256 KiB a call, 250 MiB over the measured half)."""
+    be 256 KiB a call, 250 MiB over the measured half, and a thousand live arrays).
+
+    ``jax.live_arrays()`` counts the whole process: in a shared pytest worker another
+    test's array may still be waiting for its collector at either end, so a few arrays
+    either way are noise (CI once saw 17 against 16)."""
     inputs = make(0, rows=256, hidden=256)
     for _ in range(100 + CALLS // 2):  # warm-up: compilation, caches, allocator pools
         step(*inputs)
@@ -56,7 +61,7 @@ def test_many_calls_keep_host_memory_flat():
     for _ in range(CALLS // 2):
         step(*inputs)
     rss_after, objects_after, arrays_after = usage()
-    assert arrays_after <= arrays
+    assert arrays_after - arrays <= LIVE_ARRAY_NOISE, f"{arrays_after - arrays} more arrays"
     assert objects_after - objects <= 10, f"{objects_after - objects} more Python objects"
     assert rss_after - rss < 32 * MiB, f"resident memory grew by {(rss_after - rss) / MiB} MiB"
 
