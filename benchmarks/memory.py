@@ -4,9 +4,11 @@ CPU offload, in JAX and through torch_bridge (issue 6's figures).
     PYTHONPATH=. python3 benchmarks/memory.py [--layers 8] [--rows 8192] [--features 2048]
                                               [--hidden 5632] [--out DIR]
 
-JAX: the compiled memory analysis (device temporaries, and host temporaries where the
-runtime reports them) of ``jax.jit(jax.grad(loss))`` over ``layers`` SwiGLU MLP layers,
-and its time per step. torch (on a CUDA GPU): the peak of ``torch.cuda.memory_allocated``
+JAX: for ``jax.jit(jax.grad(loss))`` over ``layers`` SwiGLU MLP layers, the compiled
+memory analysis (device temporaries, and host temporaries where the runtime reports
+them), how many buffers the compiled module keeps in host memory, the allocator's peak
+above the inputs while a step runs (each variant in a fresh process), and the time per
+step. torch (on a CUDA GPU): the peak of ``torch.cuda.memory_allocated``
 during one forward + backward through ``torch_bridge.bias_swiglu_impl``, the memory the
 forward leaves held for the backward, and the time per step.
 Variants: plain, ``fp8_input_store``, ``cpu_offload_input``, both.
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 
 import jax
@@ -50,22 +54,45 @@ def jax_step(layers, rows, features, hidden, options):
     return jax.jit(jax.grad(loss)), (weights, x)
 
 
+def host_buffers(hlo_text: str) -> int:
+    """Buffers the compiled module places in host memory (memory space 5, ``S(5)`` in
+    HLO layouts): nonzero only where XLA kept the ``pinned_host`` placement."""
+    return hlo_text.count("S(5)")
+
+
+def jax_variant(name, layers, rows, features, hidden) -> dict:
+    """One variant's figures: the compiled memory analysis, the host buffers of the
+    compiled module, the allocator's peak while running it (a fresh process per variant
+    keeps the peak its own), and the time per step."""
+    step, args = jax_step(layers, rows, features, hidden, VARIANTS[name])
+    compiled = step.lower(*args).compile()
+    memory = compiled.memory_analysis()
+    device = jax.devices()[0]
+    stats = device.memory_stats() or {}
+    base = stats.get("bytes_in_use", 0)  # the weights and inputs
+    jax.block_until_ready(compiled(*args))
+    peak = (device.memory_stats() or {}).get("peak_bytes_in_use")
+    start = time.perf_counter()
+    for _ in range(5):
+        out = compiled(*args)
+    jax.block_until_ready(out)
+    return {
+        "device_temp_MiB": memory.temp_size_in_bytes / 2**20,
+        "host_temp_MiB": getattr(memory, "host_temp_size_in_bytes", 0) / 2**20,
+        "host_buffers": host_buffers(compiled.as_text()),
+        "peak_above_inputs_MiB": None if peak is None else (peak - base) / 2**20,
+        "ms_per_step": (time.perf_counter() - start) / 5 * 1e3,
+    }
+
+
 def jax_figures(layers, rows, features, hidden) -> dict:
+    """Every variant's :func:`jax_variant`, each in its own process."""
     figures = {}
-    for name, options in VARIANTS.items():
-        step, args = jax_step(layers, rows, features, hidden, options)
-        compiled = step.lower(*args).compile()
-        memory = compiled.memory_analysis()
-        jax.block_until_ready(compiled(*args))
-        start = time.perf_counter()
-        for _ in range(5):
-            out = compiled(*args)
-        jax.block_until_ready(out)
-        figures[name] = {
-            "device_temp_MiB": memory.temp_size_in_bytes / 2**20,
-            "host_temp_MiB": getattr(memory, "host_temp_size_in_bytes", 0) / 2**20,
-            "ms_per_step": (time.perf_counter() - start) / 5 * 1e3,
-        }
+    for name in VARIANTS:
+        command = [sys.executable, __file__, "--jax-variant", name, "--layers", str(layers)]
+        command += ["--rows", str(rows), "--features", str(features), "--hidden", str(hidden)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        figures[name] = json.loads(done.stdout.splitlines()[-1])
     return figures
 
 
@@ -119,6 +146,10 @@ def torch_figures(layers, rows, features, hidden) -> dict | None:
     return figures
 
 
+def _cell(value) -> str:
+    return "        -" if value is None else f"{value:9.1f}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=8)
@@ -126,8 +157,12 @@ def main(argv=None):
     parser.add_argument("--features", type=int, default=2048)
     parser.add_argument("--hidden", type=int, default=5632)
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--jax-variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     shape = (args.layers, args.rows, args.features, args.hidden)
+    if args.jax_variant:  # the child process of jax_figures
+        print(json.dumps(jax_variant(args.jax_variant, *shape)))
+        return
     saved = args.layers * args.rows * 2 * args.hidden * 2 / 2**20
     result = {
         "device": jax.devices()[0].device_kind,
@@ -143,7 +178,7 @@ def main(argv=None):
     print(f"{result['device']}, {shape=}, the ops' saved bf16 inputs: {saved:.0f} MiB")
     for side in ("jax", "torch"):
         for name, figures in (result[side] or {}).items():
-            cells = "  ".join(f"{k} {v:9.1f}" for k, v in figures.items())
+            cells = "  ".join(f"{k} {_cell(v)}" for k, v in figures.items())
             print(f"{side:6}{name:15}{cells}")
 
 

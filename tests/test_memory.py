@@ -19,3 +19,12 @@ def test_fp8_store_shrinks_the_compiled_step():
         temps[name] = step.lower(*args).compile().memory_analysis().temp_size_in_bytes
     # Each layer saves its (rows, 2 hidden) input in 1 byte instead of 2 (at least).
     assert temps["plain"] - temps["fp8 store"] >= 0.9 * layers * rows * 2 * hidden, temps
+
+
+def test_variant_figures_on_cpu():
+    """benchmarks/memory.py's per-variant figures; on the CPU the runtime reports no
+    allocator peak and no buffer is placed in host memory."""
+    figures = memory.jax_variant("cpu offload", 1, 64, 32, 64)
+    assert figures["peak_above_inputs_MiB"] is None and figures["host_buffers"] == 0
+    assert figures["device_temp_MiB"] > 0 and figures["ms_per_step"] > 0
+    assert memory.host_buffers("f32[8]{0:S(5)} copy-start(f32[8]{0} %x)") == 1
