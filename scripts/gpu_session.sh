@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Everything a session runs on the lent GPU machine, in as few calls as possible:
+#
+#   bash scripts/gpu_session.sh [STAGE ...]      (default: tests memory bridge bench)
+#
+# Stages: tests (every GPU test file, without -x, logs and JUnit XML), memory
+# (benchmarks/memory.py), bridge (benchmarks/bridge_overhead.py), bench (the full
+# benchmark, bf16 and fp32), tiles (benchmarks/experiments/triton_tiles.py), two
+# (the two-GPU tests; needs a two-GPU machine). A stage that fails does not stop the
+# next. Wheels the machine lacks (pytest, hypothesis, liger...) are carried in .whl/
+# (ignored by git: name it in the device tool's carry) and installed under /tmp/site.
+# Results go to $OUT; the last lines printed are a short summary of every stage.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-gpu-results}"
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl >/dev/null
+  export PYTHONPATH="/tmp/site:."
+else
+  export PYTHONPATH="."
+fi
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(tests memory bridge bench)
+nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader \
+  >"$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" >"$OUT/gpu.txt"
+summary=()
+
+run_stage() {  # name, command...: runs it, logs to $OUT/NAME.log, notes the outcome
+  local name="$1" start=$SECONDS rc
+  shift
+  "$@" >"$OUT/$name.log" 2>&1
+  rc=$?
+  summary+=("$(printf '%-8s rc=%-3s %4ss  %s' "$name" "$rc" $((SECONDS - start)) \
+    "$(tail -n 1 "$OUT/$name.log" | cut -c1-100)")")
+}
+
+for stage in "${stages[@]}"; do
+  case "$stage" in
+    tests)
+      gpu_tests=(tests/test_gpu.py tests/test_gpu_torch_bridge.py)
+      for extra in tests/test_gpu_*.py; do
+        [[ " ${gpu_tests[*]} " == *" $extra "* ]] || gpu_tests+=("$extra")
+      done
+      run_stage tests python3 -m pytest "${gpu_tests[@]}" -q -p no:cacheprovider -rfE \
+        --junitxml="$OUT/gpu-tests.xml" ;;
+    memory) run_stage memory python3 benchmarks/memory.py --layers 4 --out "$OUT" ;;
+    bridge) run_stage bridge python3 benchmarks/bridge_overhead.py --out "$OUT" ;;
+    bench)
+      run_stage bench python3 -m swiglu_jax.bench --sizes full --dtypes bfloat16,float32 \
+        --out "$OUT" ;;
+    tiles) run_stage tiles python3 benchmarks/experiments/triton_tiles.py ;;
+    two) run_stage two python3 -m pytest tests/test_sharding.py -q -p no:cacheprovider -k two_gpus ;;
+    *) summary+=("$stage: unknown stage") ;;
+  esac
+done
+
+echo "== $(cat "$OUT/gpu.txt")"
+for stage in "${stages[@]}"; do
+  log="$OUT/$stage.log"
+  [ -f "$log" ] || continue
+  case "$stage" in
+    tests) grep -E "^(FAILED|ERROR)" "$log" | head -20 ;;
+    bench | memory | bridge | tiles) tail -n 30 "$log" ;;
+  esac
+done
+printf '%s\n' "${summary[@]}"
