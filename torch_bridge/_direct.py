@@ -67,10 +67,12 @@ _launch = _launch_from_env()
 def set_launch(mode: str) -> None:
     """Chooses how CUDA calls run: ``"jax"`` (through DLPack and JAX) or ``"direct"``
     (the Triton kernels launched on torch's stream, falling back to JAX where they
-    decline). Overrides ``TORCH_BRIDGE_LAUNCH``; raises ``ValueError`` for other modes."""
+    decline). Overrides ``TORCH_BRIDGE_LAUNCH``; raises ``ValueError`` for another string,
+    ``TypeError`` for a non-string."""
     global _launch
-    if mode not in LAUNCH_MODES:
-        raise ValueError(f"set_launch: mode must be one of {LAUNCH_MODES}, got {mode!r}")
+    if not isinstance(mode, str) or mode not in LAUNCH_MODES:
+        error = ValueError if isinstance(mode, str) else TypeError
+        raise error(f"set_launch: mode must be one of {LAUNCH_MODES}, got {mode!r}")
     _launch = mode
 
 

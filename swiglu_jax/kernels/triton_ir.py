@@ -72,7 +72,11 @@ class KernelIR:
 
 
 def _spec(shape, dtype):
-    return None if dtype is None else jax.ShapeDtypeStruct(shape, jnp.dtype(dtype))
+    if dtype is None:
+        return None
+    if dtype not in ELEMENT_TYPES.values():  # before JAX silently narrows float64
+        raise NotImplementedError(f"the Triton kernels do not compute {dtype}")
+    return jax.ShapeDtypeStruct(shape, jnp.dtype(dtype))
 
 
 @functools.lru_cache(maxsize=256)
