@@ -234,3 +234,96 @@ def test_dtype_names_are_shared():
     by name)."""
     for name in triton_ir.ELEMENT_TYPES.values():
         assert str(getattr(torch, name)) == f"torch.{name}" and jnp.dtype(name).name == name
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+class InterpretLauncher:
+    """Stands in for ``_direct.Launcher`` on the CPU: runs the same Pallas kernel in
+    interpret mode on the inputs in launch order, checks that they are the kernel's
+    operands in that order, and hands back its raw outputs (partial sums included) in
+    the arrays the kernel IR declares."""
+
+    def __init__(self, kernel_ir, device, opts):
+        self.kernel_ir, self.opts = kernel_ir, opts
+
+    def __call__(self, *inputs):
+        import numpy as np
+        from jax.experimental import pallas as pl
+
+        ir = self.kernel_ir
+        arrays = [
+            jnp.asarray(x.float().numpy()).astype(dtype)
+            for x, (_, dtype) in zip(inputs, ir.operands, strict=True)
+        ]
+        args = list(arrays)
+        rows, two_h = ir.operands[1 if "backward" in ir.name else 0][0]
+        g = args.pop(0) if "backward" in ir.name else None
+        y = args.pop(0).reshape(rows, 2, two_h // 2)
+        bias = args.pop(0).reshape(2, -1) if args and args[0].ndim == 1 else None
+        weights = args.pop(0) if args else None
+        captured, real = {}, pl.pallas_call
+
+        def spy(*a, **k):
+            call = real(*a, **k)
+
+            def run(*operands):
+                captured["operands"], captured["outputs"] = operands, call(*operands)
+                return captured["outputs"]
+
+            return run
+
+        pl.pallas_call = spy
+        try:
+            if g is None:
+                save_fp8 = len(ir.results) == 2
+                kernels.forward(y, bias, weights, self.opts, save_fp8=save_fp8, interpret=True)
+            else:
+                kernels.backward(g, y, bias, weights, self.opts, dy_dtype=g.dtype, interpret=True)
+        finally:
+            pl.pallas_call = real
+        for launched, operand in zip(arrays, captured["operands"], strict=True):
+            np.testing.assert_array_equal(np.asarray(launched), np.asarray(operand))
+        outs = []
+        for out, (shape, dtype) in zip(captured["outputs"], ir.results, strict=True):
+            assert out.shape == shape and out.dtype == jnp.dtype(dtype)
+            values = torch.tensor(np.asarray(out.astype(jnp.float32)))
+            outs.append(values.to(getattr(torch, dtype)))  # exact: float32 holds every value
+        return outs
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_end_to_end_on_the_cpu(monkeypatch, variant):
+    """``_direct.forward``/``backward`` with the kernel run in interpret mode: operands in
+    launch order, outputs reduced and cast as the JAX path does (XLA on the CPU here, so
+    within the dtype's tolerance)."""
+    from swiglu_jax import testing
+
+    opts = GPT_OSS
+    monkeypatch.setattr(_direct, "_launchers", {})
+    monkeypatch.setattr(_direct, "_capability", lambda device: 90)
+    monkeypatch.setattr(_direct, "Launcher", lambda ir, device: InterpretLauncher(ir, device, opts))
+    gen = torch.Generator().manual_seed(0)
+    rows, hidden = 100, 160  # two row blocks and two hidden blocks with the bias tiles
+    y = (2 * torch.randn(rows, 2 * hidden, generator=gen)).to(torch.bfloat16)
+    bias_dtype, weights_dtype = VARIANTS[variant]
+    bias = torch.randn(2 * hidden, generator=gen).to(getattr(torch, bias_dtype or "float32"))
+    weights = torch.rand(rows, 1, generator=gen)
+    bias = bias if bias_dtype else None
+    weights = weights if weights_dtype else None
+    g = torch.randn(rows, hidden, generator=gen).to(torch.bfloat16)
+    options = (opts.clamp_value, opts.alpha, opts.linear_offset)
+
+    out, y_fp8 = _direct.forward(y, bias, weights, *options, True)
+    expected_out, expected_fp8 = tb._ops._forward_impl(y, bias, weights, *options, True)
+    assert (out.shape, out.dtype) == (expected_out.shape, expected_out.dtype)
+    assert testing.relative_error(out.double().numpy(), expected_out.double().numpy()) <= 1e-2
+    assert torch.equal(y_fp8.view(torch.uint8), expected_fp8.view(torch.uint8))
+    grads = _direct.backward(g, y_fp8, bias, weights, *options)
+    expected = tb._ops._backward_impl(g, expected_fp8, bias, weights, *options)
+    for name, got, want in zip(("dy", "dbias", "dweights"), grads, expected, strict=True):
+        assert (got.shape, got.dtype) == (want.shape, want.dtype), name
+        if want.numel():
+            error = testing.relative_error(got.double().numpy(), want.double().numpy())
+            assert error <= 1e-2, name

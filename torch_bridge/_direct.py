@@ -148,9 +148,8 @@ class Launcher:
 
     def __init__(self, kernel_ir, device: torch.device):
         self.kernel_ir, self.device, self.index = kernel_ir, device, device.index
-        major, minor = torch.cuda.get_device_capability(device)
         with torch.cuda.device(device):
-            self.compiled = compile_kernel(kernel_ir, 10 * major + minor)
+            self.compiled = compile_kernel(kernel_ir, _capability(device))
             self.run = self.compiled[kernel_ir.grid]  # loads the module on this GPU
         self.outputs = tuple((shape, getattr(torch, dtype)) for shape, dtype in kernel_ir.results)
         self.alignment = kernel_ir.alignment
@@ -214,8 +213,6 @@ def _launcher(key: tuple, device: torch.device, make_ir) -> Launcher | None:
 
 
 def _check_dtypes(device: torch.device, tensors, fp8: bool):
-    if device.index is None:
-        raise Declined("no device index")
     for x in tensors:
         if x is not None and x.dtype not in KERNEL_DTYPES and x.dtype != FP8:
             raise Declined(f"{x.dtype}")
