@@ -249,7 +249,7 @@ def forward(y, bias, weights, clamp_value, alpha, linear_offset, save_fp8):
     launcher = _launcher(key, y.device, make_ir)
     if launcher is None:
         return None
-    inputs = [y] + [x.reshape(-1) for x in (bias,) if x is not None]
+    inputs = [y] + [x for x in (bias,) if x is not None]
     inputs += [x for x in (weights,) if x is not None]
     outs = launcher(*inputs)
     return outs[0], (outs[1] if save_fp8 else y.new_empty((0,), dtype=FP8))
@@ -260,12 +260,15 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset):
     two empty when absent), or ``None`` where it declines. ``g`` is ``(N, H)``, ``y``
     ``(N, 2H)`` (possibly the float8_e4m3fn copy)."""
     rows, hidden = y.shape[0], y.shape[1] // 2
-    absent = g.new_empty((0,))
+
+    def absent():  # one tensor per output: a custom op's outputs must not alias
+        return g.new_empty((0,))
+
     if rows == 0:
         return (
             g.new_empty((0, 2 * hidden)),
-            absent if bias is None else torch.zeros_like(bias),
-            absent if weights is None else torch.empty_like(weights),
+            absent() if bias is None else torch.zeros_like(bias),
+            absent() if weights is None else torch.empty_like(weights),
         )
     bias_dtype = None if bias is None else bias.dtype
     weights_dtype = None if weights is None else weights.dtype
@@ -285,14 +288,14 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset):
     launcher = _launcher(key, y.device, make_ir)
     if launcher is None:
         return None
-    inputs = [g, y] + [x.reshape(-1) for x in (bias,) if x is not None]
+    inputs = [g, y] + [x for x in (bias,) if x is not None]
     inputs += [x for x in (weights,) if x is not None]
     outs = launcher(*inputs)
     dy = outs.pop(0)
     # The partial sums reduced as swiglu_jax.kernels.triton reduces them: in float32,
     # then one cast.
-    dbias = absent if bias is None else outs.pop(0).sum(dim=0).to(bias.dtype)
-    dweights = absent if weights is None else outs.pop(0).sum(dim=1, keepdim=True)
+    dbias = absent() if bias is None else outs.pop(0).sum(dim=0).to(bias.dtype)
+    dweights = absent() if weights is None else outs.pop(0).sum(dim=1, keepdim=True)
     if weights is not None:
         dweights = dweights.to(weights.dtype)
     return dy, dbias, dweights
