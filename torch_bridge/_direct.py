@@ -249,9 +249,7 @@ def forward(y, bias, weights, clamp_value, alpha, linear_offset, save_fp8):
     launcher = _launcher(key, y.device, make_ir)
     if launcher is None:
         return None
-    inputs = [y] + [x for x in (bias,) if x is not None]
-    inputs += [x for x in (weights,) if x is not None]
-    outs = launcher(*inputs)
+    outs = launcher(*(x for x in (y, bias, weights) if x is not None))
     return outs[0], (outs[1] if save_fp8 else y.new_empty((0,), dtype=FP8))
 
 
@@ -288,9 +286,7 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset):
     launcher = _launcher(key, y.device, make_ir)
     if launcher is None:
         return None
-    inputs = [g, y] + [x for x in (bias,) if x is not None]
-    inputs += [x for x in (weights,) if x is not None]
-    outs = launcher(*inputs)
+    outs = launcher(*(x for x in (g, y, bias, weights) if x is not None))
     dy = outs.pop(0)
     # The partial sums reduced as swiglu_jax.kernels.triton reduces them: in float32,
     # then one cast.
