@@ -141,8 +141,17 @@ def _lower(fn, specs) -> KernelIR:
     if specs[0].shape[0] == 0:
         raise ValueError("no kernel runs for zero rows")
     mesh = jax.sharding.AbstractMesh((1,), ("x",), abstract_device=ABSTRACT_GPU)
-    with jax.sharding.use_abstract_mesh(mesh):
-        lowered = jax.jit(fn).trace(*specs).lower(lowering_platforms=("cuda",))
+    try:
+        with jax.sharding.use_abstract_mesh(mesh):  # traced and lowered under it
+            lowered = jax.jit(fn).trace(*specs).lower(lowering_platforms=("cuda",))
+    except NotImplementedError:  # the kernels decline the input
+        raise
+    except Exception as error:
+        # Not seen so far; where a local GPU can tell its compute capability, ask it.
+        try:
+            lowered = jax.jit(fn).trace(*specs).lower(lowering_platforms=("cuda",))
+        except Exception:
+            raise error from None
     calls = _custom_calls(lowered.compiler_ir("stablehlo").operation)
     if len(calls) != 1:
         raise RuntimeError(f"expected one Triton kernel in the lowering, found {len(calls)}")
