@@ -198,6 +198,31 @@ def test_failure_warns_once_and_is_remembered(monkeypatch):
     assert len(calls) == 2
 
 
+def test_first_launch_failure_falls_back(monkeypatch):
+    """triton builds its launcher and loads the module lazily: a failure at the first
+    launch also sends the key to the JAX path (warned once), and the next call skips it."""
+
+    class Broken:
+        launched = False
+
+        def __init__(self, kernel_ir, device):
+            self.calls = 0
+
+        def __call__(self, *inputs):
+            self.calls += 1
+            raise TypeError("launcher API changed")
+
+    monkeypatch.setattr(_direct, "_launchers", {})
+    monkeypatch.setattr(_direct, "_warned", False)
+    monkeypatch.setattr(_direct, "_capability", lambda device: 90)
+    monkeypatch.setattr(_direct, "Launcher", Broken)
+    y = torch.randn(4, 16)
+    with pytest.warns(RuntimeWarning, match="TypeError: launcher API changed"):
+        assert _direct.forward(y, None, None, None, 1.0, 0.0, False) is None
+    assert list(_direct._launchers.values()) == [None]
+    assert _direct.forward(y, None, None, None, 1.0, 0.0, False) is None
+
+
 @pytest.mark.parametrize("error", [_direct.Declined("float64"), NotImplementedError("8-bit")])
 def test_declines_silently(monkeypatch, error):
     monkeypatch.setattr(_direct, "_launchers", {})
@@ -244,6 +269,8 @@ class InterpretLauncher:
     interpret mode on the inputs in launch order, checks that they are the kernel's
     operands in that order, and hands back its raw outputs (partial sums included) in
     the arrays the kernel IR declares."""
+
+    launched = False
 
     def __init__(self, kernel_ir, device, opts):
         self.kernel_ir, self.opts = kernel_ir, opts

@@ -153,6 +153,7 @@ class Launcher:
             self.run = self.compiled[kernel_ir.grid]  # loads the module on this GPU
         self.outputs = tuple((shape, getattr(torch, dtype)) for shape, dtype in kernel_ir.results)
         self.alignment = kernel_ir.alignment
+        self.launched = False  # see _run
 
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         args = []
@@ -193,23 +194,42 @@ def _launcher(key: tuple, device: torch.device, make_ir) -> Launcher | None:
     launcher = _launchers.get(key, _MISSING)
     if launcher is not _MISSING:
         return launcher
-    global _warned
     try:
         launcher = Launcher(make_ir(), device)
     except (Declined, NotImplementedError):
         launcher = None
     except Exception as error:
         launcher = None
-        if not _warned:
-            _warned = True
-            warnings.warn(
-                f"torch_bridge: the direct launch failed ({type(error).__name__}: {error}); "
-                f"this call and others like it run through JAX",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        _warn_once(error)
     _launchers[key] = launcher
     return launcher
+
+
+def _warn_once(error: Exception):
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            f"torch_bridge: the direct launch failed ({type(error).__name__}: {error}); "
+            f"this call and others like it run through JAX",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def _run(key: tuple, launcher: Launcher, *inputs) -> list[torch.Tensor] | None:
+    """``launcher(*inputs)``; its first launch may still fail (triton's launcher is built
+    and the module loaded lazily): then the key goes the JAX path, warned once."""
+    if launcher.launched:
+        return launcher(*inputs)
+    try:
+        outs = launcher(*inputs)
+    except Exception as error:
+        _launchers[key] = None
+        _warn_once(error)
+        return None
+    launcher.launched = True
+    return outs
 
 
 def _check_dtypes(device: torch.device, tensors, fp8: bool):
@@ -249,7 +269,9 @@ def forward(y, bias, weights, clamp_value, alpha, linear_offset, save_fp8):
     launcher = _launcher(key, y.device, make_ir)
     if launcher is None:
         return None
-    outs = launcher(*(x for x in (y, bias, weights) if x is not None))
+    outs = _run(key, launcher, *(x for x in (y, bias, weights) if x is not None))
+    if outs is None:
+        return None
     return outs[0], (outs[1] if save_fp8 else y.new_empty((0,), dtype=FP8))
 
 
@@ -286,7 +308,9 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset):
     launcher = _launcher(key, y.device, make_ir)
     if launcher is None:
         return None
-    outs = launcher(*(x for x in (g, y, bias, weights) if x is not None))
+    outs = _run(key, launcher, *(x for x in (g, y, bias, weights) if x is not None))
+    if outs is None:
+        return None
     dy = outs.pop(0)
     # The partial sums reduced as swiglu_jax.kernels.triton reduces them: in float32,
     # then one cast.
