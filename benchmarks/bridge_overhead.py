@@ -10,6 +10,12 @@ small input (the kernel takes a few microseconds, so the host sets the pace):
 - the bridge's forward without grad, and forward + backward through autograd;
 - torch eager's Megatron formula, for scale.
 
+Then the bridge's two launch paths side by side (``torch_bridge.set_launch``): ``jax``
+(DLPack and JAX's dispatch) and ``direct`` (the Triton kernels launched on torch's
+stream): host time per call as above and device time per call (torch.profiler's CUDA
+activity, which records the kernels JAX launches too), for the op's forward and backward
+and the public function with and without autograd; and both in the LLM-size step.
+
 Then whether the exchange blocks the host: ``to_torch`` of the output of a long kernel
 (if it returns before the kernel ends, it does not wait on the host).
 """
@@ -64,6 +70,48 @@ def host_parts(rows: int, two_h: int) -> dict:
     }
 
 
+def device_us(fn, calls=100, warmup=10) -> float:
+    """GPU time per call: every kernel and copy the profiler records, over ``calls``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    total = sum(
+        getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        for e in events
+    )
+    return total / calls
+
+
+def launch_paths(rows: int, two_h: int) -> dict:
+    """Host and device time per call of the bridge in each launch mode."""
+    y = torch.randn(rows, two_h, device="cuda", dtype=torch.bfloat16)
+    bias = torch.randn(two_h, device="cuda", dtype=torch.bfloat16)
+    g = torch.randn(rows, two_h // 2, device="cuda", dtype=torch.bfloat16)
+    yg = y.clone().requires_grad_()
+    calls = {
+        "op forward": lambda: _ops.forward(y, None, None, None, 1.0, 0.0, False),
+        "op backward": lambda: _ops.backward(g, y, None, None, None, 1.0, 0.0),
+        "op bias backward": lambda: _ops.backward(g, y, bias, None, None, 1.0, 0.0),
+        "swiglu, no grad": lambda: tb.swiglu(y),
+        "swiglu forward + backward": lambda: tb.swiglu(yg).backward(g),
+    }
+    results = {}
+    for mode in ("jax", "direct"):
+        tb.set_launch(mode)
+        for name, fn in calls.items():
+            results[f"{name} [{mode}] host"] = per_call(fn)
+            results[f"{name} [{mode}] device"] = device_us(fn)
+    tb.set_launch("jax")
+    return results
+
+
 def llm_steps(rows=8192, hidden=14336, steps=10) -> dict:
     """Forward + backward at an LLM size, issued back to back as a training loop does:
     the bridge through torch autograd against the same kernels called from JAX."""
@@ -92,10 +140,12 @@ def llm_steps(rows=8192, hidden=14336, steps=10) -> dict:
         yt.grad = None
         tb.swiglu(yt).backward(g)
 
-    return {
-        "jax (jit of forward + vjp)": timed(lambda: step(yj, gj)),
-        "torch_bridge (autograd)": timed(bridge_step),
-    }
+    results = {"jax (jit of forward + vjp)": timed(lambda: step(yj, gj))}
+    for mode in ("jax", "direct"):
+        tb.set_launch(mode)
+        results[f"torch_bridge [{mode}] (autograd)"] = timed(bridge_step)
+    tb.set_launch("jax")
+    return results
 
 
 def profile_train_step(out_dir):
@@ -120,6 +170,14 @@ def profile_train_step(out_dir):
     with open(os.path.join(out_dir, "bridge_profile.txt"), "w") as f:
         f.write(text.getvalue())
     return text.getvalue()
+
+
+def _triton_version() -> str | None:
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
 
 
 def main():
@@ -150,11 +208,14 @@ def main():
         "to_torch": (exported - launched) * 1e6,
         "until done": (done - exported) * 1e6,
     }
+    for rows, two_h in ((64, 512), (1024, 4096), (8192, 28672)):
+        results[f"launch paths {rows}x{two_h} (us per call)"] = launch_paths(rows, two_h)
     results["LLM size 8192x28672, 10 fwd+bwd back to back (us per step)"] = llm_steps()
     results["environment"] = {
         "device": torch.cuda.get_device_name(),
         "jax": jax.__version__,
         "torch": torch.__version__,
+        "triton": _triton_version(),
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bridge_overhead.json"), "w") as f:
@@ -163,7 +224,7 @@ def main():
     for size, parts in results.items():
         print(size)
         for name, value in parts.items():
-            print(f"  {name:<32}{value if isinstance(value, str) else f'{value:9.1f}'}")
+            print(f"  {name:<44}{value if isinstance(value, str) else f'{value:9.1f}'}")
 
 
 if __name__ == "__main__":

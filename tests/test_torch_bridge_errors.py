@@ -64,6 +64,9 @@ FUNCTIONS = {
         ("input", "weights"),
     ),
     "SwiGLU": (tb.SwiGLU, dict(bias_features=8), ()),
+    # The launch switch: its good value is the mode in force, which the audit keeps.
+    "set_launch": (tb.set_launch, dict(mode=tb.get_launch()), ()),
+    "get_launch": (tb.get_launch, {}, ()),
 }
 assert sorted(FUNCTIONS) == sorted(tb.__all__)
 
@@ -117,6 +120,10 @@ BAD_VALUES = {
         "odd": (3, ValueError, NAMES_IT + "must be even and positive"),
         "negative": (-2, ValueError, NAMES_IT + "must be even and positive"),
         "string": ("8", TypeError, NAMES_IT + "must be None or an int"),
+    },
+    "mode": {
+        "unknown": ("triton", ValueError, NAMES_IT + r"must be one of \('jax', 'direct'\)"),
+        "None": (None, TypeError, NAMES_IT + "must be one of"),
     },
 }
 MISSING = NAMES_IT + "(is required|must be a torch.Tensor), got None(Type)?"

@@ -22,6 +22,7 @@ import torch
 
 from swiglu_jax.megatron import check_rank
 from torch_bridge import _offload, _ops
+from torch_bridge._direct import get_launch, set_launch
 
 __all__ = [
     "BiasSwiGLUFunction",
@@ -31,6 +32,8 @@ __all__ = [
     "bias_swiglu",
     "bias_swiglu_back",
     "bias_swiglu_impl",
+    "get_launch",
+    "set_launch",
     "swiglu",
     "swiglu_back",
     "weighted_bias_swiglu_impl",

@@ -19,6 +19,7 @@ import torch
 
 from swiglu_jax import _dispatch
 from swiglu_jax._options import Options
+from torch_bridge import _direct
 from torch_bridge._exchange import to_jax_all, to_torch
 
 FP8 = torch.float8_e4m3fn
@@ -81,6 +82,10 @@ def _forward_impl(
     save_fp8: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(out, y_fp8)``; ``y_fp8`` is empty unless ``save_fp8``."""
+    if y.is_cuda and _direct.active():  # launch on torch's stream where it can
+        direct = _direct.forward(y, bias, weights, clamp_value, alpha, linear_offset, save_fp8)
+        if direct is not None:
+            return direct
     fn = _jax_forward(clamp_value, alpha, linear_offset, save_fp8)
     with _precision(y, bias, weights):
         out, y_fp8 = fn(*to_jax_all(y, bias, weights))
@@ -110,6 +115,10 @@ def _backward_impl(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns ``(dy, dbias, dweights)`` in the dtypes of ``g``, ``bias`` and
     ``weights``; the last two are empty when absent. ``y`` may be the fp8 copy."""
+    if y.is_cuda and _direct.active():
+        direct = _direct.backward(g, y, bias, weights, clamp_value, alpha, linear_offset)
+        if direct is not None:
+            return direct
     fn = _jax_backward(clamp_value, alpha, linear_offset)
     with _precision(g, y, bias, weights):
         dy, dbias, dweights = fn(*to_jax_all(g, y, bias, weights))

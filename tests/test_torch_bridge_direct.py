@@ -1,0 +1,356 @@
+"""torch_bridge's direct launch on the CPU host: the kernels' Triton IR, its compilation
+for sm_90 by the ``triton`` package (no GPU needed), the calling convention, the switch
+and the fallback. On a GPU (results, streams, devices, host time): test_gpu_direct.py."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import jax.numpy as jnp  # noqa: E402
+
+import torch_bridge as tb  # noqa: E402
+from swiglu_jax._options import Options  # noqa: E402
+from swiglu_jax.kernels import triton as kernels  # noqa: E402
+from swiglu_jax.kernels import triton_ir  # noqa: E402
+from torch_bridge import _direct  # noqa: E402
+
+GPT_OSS = Options(clamp_value=7.0, alpha=1.702, linear_offset=1.0)
+# (bias dtype, weights dtype) of each variant: mixed dtypes, as models have them.
+VARIANTS = {
+    "plain": (None, None),
+    "bias": ("float32", None),
+    "weighted": (None, "float32"),
+    "weighted_bias": ("bfloat16", "float32"),
+}
+ROWS, HIDDEN = 37, 129  # ragged: edge tiles in both directions, rows not 16-byte aligned
+
+
+def ir_of(direction, rows, hidden, dtype, variant, opts, fp8):
+    bias, weights = VARIANTS[variant]
+    if direction == "forward":
+        return triton_ir.forward_ir(rows, hidden, dtype, bias, weights, opts, fp8)
+    y_dtype = "float8_e4m3fn" if fp8 else dtype
+    return triton_ir.backward_ir(rows, hidden, dtype, y_dtype, bias, weights, opts)
+
+
+def expected_arrays(direction, rows, hidden, dtype, variant, fp8):
+    """The calling convention of swiglu_jax.kernels.triton: operands, then results."""
+    bias, weights = VARIANTS[variant]
+    config = kernels.default_config(
+        rows, hidden, dtype, reduces_rows=direction == "backward" and bias is not None
+    )
+    row_blocks = -(-rows // config.block_rows)
+    hidden_blocks = -(-hidden // config.block_hidden)
+    y = ((rows, 2 * hidden), "float8_e4m3fn" if fp8 and direction == "backward" else dtype)
+    inputs = [((rows, hidden), dtype), y] if direction == "backward" else [y]
+    inputs += [((2 * hidden,), bias)] if bias else []
+    inputs += [((rows, 1), weights)] if weights else []
+    if direction == "forward":
+        outputs = [((rows, hidden), dtype)]
+        outputs += [((rows, 2 * hidden), "float8_e4m3fn")] if fp8 else []
+    else:
+        outputs = [((rows, 2 * hidden), dtype)]
+        outputs += [((row_blocks, 2 * hidden), "float32")] if bias else []
+        outputs += [((rows, hidden_blocks), "float32")] if weights else []
+    grid = (hidden_blocks, row_blocks, 1)
+    return tuple(inputs), tuple(outputs), grid, config.num_warps
+
+
+def pointer_arguments(ttir: str) -> tuple[set[int], set[int]]:
+    """Which kernel arguments the TTIR loads from and which it stores to, following each
+    pointer from ``tt.splat %argK`` through ``tt.addptr`` to ``tt.load``/``tt.store``."""
+    base = {}
+    for name, arg in re.findall(r"(%\w+) = tt\.splat %arg(\d+) ", ttir):
+        base[name] = int(arg)
+    for name, source in re.findall(r"(%\w+) = tt\.addptr (%\w+),", ttir):
+        if source in base:
+            base[name] = base[source]
+    loads = {base[p] for p in re.findall(r"= tt\.load (%\w+)", ttir) if p in base}
+    stores = {base[p] for p in re.findall(r"tt\.store (%\w+),", ttir) if p in base}
+    return loads, stores
+
+
+CASES = [
+    *(("bfloat16", variant, fp8) for variant in VARIANTS for fp8 in (False, True)),
+    *((dtype, "plain", fp8) for dtype in ("float16", "float32") for fp8 in (False, True)),
+]
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("dtype,variant,fp8", CASES)
+def test_ir_follows_the_calling_convention(direction, dtype, variant, fp8):
+    """Launch parameters and arrays as swiglu_jax.kernels.triton defines them, and in the
+    IR itself: the kernel stores to the outputs only and loads every input."""
+    kernel = ir_of(direction, ROWS, HIDDEN, dtype, variant, GPT_OSS, fp8)
+    inputs, outputs, grid, num_warps = expected_arrays(direction, ROWS, HIDDEN, dtype, variant, fp8)
+    assert kernel.name == f"swiglu_{direction}_triton"
+    assert (kernel.operands, kernel.results) == (inputs, outputs)
+    assert kernel.grid == grid and kernel.num_warps == num_warps
+    assert kernel.alignment == 32
+    loads, stores = pointer_arguments(kernel.ttir)
+    assert stores == set(range(len(inputs), len(inputs) + len(outputs)))
+    assert loads >= set(range(len(inputs)))
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("dtype,variant,fp8", CASES)
+def test_compiles_for_sm90(direction, dtype, variant, fp8):
+    """triton compiles the IR for an H100 on this host; the compiled signature is one
+    pointer per array, inputs first (compile_kernel checks it); libdevice without
+    flush-to-zero, as XLA compiles it."""
+    pytest.importorskip("triton")
+    kernel = ir_of(direction, ROWS, HIDDEN, dtype, variant, GPT_OSS, fp8)
+    compiled = _direct.compile_kernel(kernel, 90)
+    assert compiled.metadata.name == kernel.name
+    assert compiled.metadata.num_warps == kernel.num_warps
+    assert len(compiled.asm["cubin"]) > 0
+    ptx = compiled.asm["ptx"]
+    assert f".entry {kernel.name}(" in ptx and ".target sm_90" in ptx
+    assert "ex2.approx.f32" in ptx and "ex2.approx.ftz" not in ptx
+
+
+def test_llm_size_uses_16_byte_accesses():
+    """At aligned sizes the compiled kernel moves memory in 16-byte vectors (the alignment
+    the IR promises lets triton vectorize, as it does in XLA)."""
+    pytest.importorskip("triton")
+    kernel = triton_ir.forward_ir(8192, 14336, "bfloat16", None, None, Options(), False)
+    ptx = _direct.compile_kernel(kernel, 90).asm["ptx"]
+    assert re.search(r"ld\.global\S*\.v4", ptx) and re.search(r"st\.global\S*\.v4", ptx)
+
+
+def test_ir_declines_what_the_kernels_decline():
+    with pytest.raises(NotImplementedError, match="float64"):
+        triton_ir.forward_ir(4, 8, "float64", None, None, Options(), False)
+    with pytest.raises(ValueError, match="zero rows"):
+        triton_ir.forward_ir(0, 8, "bfloat16", None, None, Options(), False)
+
+
+# ----------------------------------------------------------------------------- the switch
+
+
+@pytest.fixture
+def restore_launch():
+    mode = _direct.get_launch()
+    yield
+    _direct.set_launch(mode)
+
+
+def test_jax_is_the_default(monkeypatch):
+    monkeypatch.delenv(_direct.LAUNCH_ENV, raising=False)
+    assert _direct.DEFAULT_LAUNCH == "jax" and _direct._launch_from_env() == "jax"
+
+
+@pytest.mark.parametrize("value,mode", [("direct", "direct"), (" Direct ", "direct"), ("", "jax")])
+def test_environment_switch(monkeypatch, value, mode):
+    monkeypatch.setenv(_direct.LAUNCH_ENV, value)
+    assert _direct._launch_from_env() == mode
+
+
+def test_unknown_environment_value_warns_and_keeps_the_default(monkeypatch):
+    monkeypatch.setenv(_direct.LAUNCH_ENV, "fast")
+    with pytest.warns(UserWarning, match="TORCH_BRIDGE_LAUNCH='fast'"):
+        assert _direct._launch_from_env() == "jax"
+
+
+def test_set_launch(restore_launch):
+    tb.set_launch("direct")
+    assert tb.get_launch() == "direct" and _direct.active()
+    tb.set_launch("jax")
+    assert tb.get_launch() == "jax" and not _direct.active()
+    with pytest.raises(ValueError, match="set_launch: mode must be one of"):
+        tb.set_launch("triton")
+
+
+def test_cpu_tensors_take_the_jax_path(restore_launch, monkeypatch):
+    def fail(*args):
+        raise AssertionError("the direct path serves CUDA tensors only")
+
+    monkeypatch.setattr(_direct, "forward", fail)
+    monkeypatch.setattr(_direct, "backward", fail)
+    tb.set_launch("direct")
+    y = torch.randn(8, 32, requires_grad=True)
+    b = torch.randn(32, requires_grad=True)
+    tb.bias_swiglu(y, b).sum().backward()
+    assert y.grad.shape == y.shape and b.grad.shape == b.shape
+
+
+def test_failure_warns_once_and_is_remembered(monkeypatch):
+    monkeypatch.setattr(_direct, "_launchers", {})
+    monkeypatch.setattr(_direct, "_warned", False)
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise RuntimeError("no ptxas")
+
+    device = torch.device("cuda", 0)
+    with pytest.warns(RuntimeWarning, match=r"direct launch failed \(RuntimeError: no ptxas\)"):
+        assert _direct._launcher(("a",), device, broken) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _direct._launcher(("b",), device, broken) is None  # warned once per process
+        assert _direct._launcher(("a",), device, broken) is None  # remembered: not rebuilt
+    assert len(calls) == 2
+
+
+def test_first_launch_failure_falls_back(monkeypatch):
+    """triton builds its launcher and loads the module lazily: a failure at the first
+    launch also sends the key to the JAX path (warned once), and the next call skips it."""
+
+    class Broken:
+        launched = False
+
+        def __init__(self, kernel_ir, device):
+            self.calls = 0
+
+        def __call__(self, *inputs):
+            self.calls += 1
+            raise TypeError("launcher API changed")
+
+    monkeypatch.setattr(_direct, "_launchers", {})
+    monkeypatch.setattr(_direct, "_warned", False)
+    monkeypatch.setattr(_direct, "_capability", lambda device: 90)
+    monkeypatch.setattr(_direct, "Launcher", Broken)
+    y = torch.randn(4, 16)
+    with pytest.warns(RuntimeWarning, match="TypeError: launcher API changed"):
+        assert _direct.forward(y, None, None, None, 1.0, 0.0, False) is None
+    assert list(_direct._launchers.values()) == [None]
+    assert _direct.forward(y, None, None, None, 1.0, 0.0, False) is None
+
+
+@pytest.mark.parametrize("error", [_direct.Declined("float64"), NotImplementedError("8-bit")])
+def test_declines_silently(monkeypatch, error):
+    monkeypatch.setattr(_direct, "_launchers", {})
+
+    def declines():
+        raise error
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _direct._launcher(("c",), torch.device("cuda", 0), declines) is None
+
+
+def test_zero_rows():
+    """No kernel runs for zero rows: empty results of the kernels' shapes and dtypes, a
+    zero bias gradient. (The JAX path fails on zero rows: reshape(0, 2, -1) in _ops.)"""
+    y = torch.zeros(0, 16, dtype=torch.bfloat16)
+    bias, weights = torch.ones(16, dtype=torch.float16), torch.ones(0, 1)
+    g = torch.zeros(0, 8, dtype=torch.float32)
+    out, y_fp8 = _direct.forward(y, bias, weights, None, 1.0, 0.0, True)
+    assert (out.shape, out.dtype, y_fp8.shape, y_fp8.dtype) == (
+        (0, 8), torch.bfloat16, (0, 16), torch.float8_e4m3fn
+    )  # fmt: skip
+    assert _direct.forward(y, None, None, None, 1.0, 0.0, False)[1].shape == (0,)
+    dy, dbias, dweights = _direct.backward(g, y, bias, weights, None, 1.0, 0.0)
+    assert (dy.shape, dy.dtype) == ((0, 16), torch.float32)
+    assert dbias.dtype == torch.float16 and torch.equal(dbias, torch.zeros(16, dtype=torch.half))
+    assert (dweights.shape, dweights.dtype) == ((0, 1), torch.float32)
+    _, dbias, dweights = _direct.backward(g, y, None, None, None, 1.0, 0.0)
+    assert dbias.shape == dweights.shape == (0,)
+
+
+def test_dtype_names_are_shared():
+    """torch and JAX name the kernels' dtypes alike (the IR's arrays map to torch dtypes
+    by name)."""
+    for name in triton_ir.ELEMENT_TYPES.values():
+        assert str(getattr(torch, name)) == f"torch.{name}" and jnp.dtype(name).name == name
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+class InterpretLauncher:
+    """Stands in for ``_direct.Launcher`` on the CPU: runs the same Pallas kernel in
+    interpret mode on the inputs in launch order, checks that they are the kernel's
+    operands in that order, and hands back its raw outputs (partial sums included) in
+    the arrays the kernel IR declares."""
+
+    launched = False
+
+    def __init__(self, kernel_ir, device, opts):
+        self.kernel_ir, self.opts = kernel_ir, opts
+
+    def __call__(self, *inputs):
+        import numpy as np
+        from jax.experimental import pallas as pl
+
+        ir = self.kernel_ir
+        arrays = [
+            jnp.asarray(x.float().numpy()).astype(dtype)
+            for x, (_, dtype) in zip(inputs, ir.operands, strict=True)
+        ]
+        args = list(arrays)
+        rows, two_h = ir.operands[1 if "backward" in ir.name else 0][0]
+        g = args.pop(0) if "backward" in ir.name else None
+        y = args.pop(0).reshape(rows, 2, two_h // 2)
+        bias = args.pop(0).reshape(2, -1) if args and args[0].ndim == 1 else None
+        weights = args.pop(0) if args else None
+        captured, real = {}, pl.pallas_call
+
+        def spy(*a, **k):
+            call = real(*a, **k)
+
+            def run(*operands):
+                captured["operands"], captured["outputs"] = operands, call(*operands)
+                return captured["outputs"]
+
+            return run
+
+        pl.pallas_call = spy
+        try:
+            if g is None:
+                save_fp8 = len(ir.results) == 2
+                kernels.forward(y, bias, weights, self.opts, save_fp8=save_fp8, interpret=True)
+            else:
+                kernels.backward(g, y, bias, weights, self.opts, dy_dtype=g.dtype, interpret=True)
+        finally:
+            pl.pallas_call = real
+        for launched, operand in zip(arrays, captured["operands"], strict=True):
+            np.testing.assert_array_equal(np.asarray(launched), np.asarray(operand))
+        outs = []
+        for out, (shape, dtype) in zip(captured["outputs"], ir.results, strict=True):
+            assert out.shape == shape and out.dtype == jnp.dtype(dtype)
+            values = torch.tensor(np.asarray(out.astype(jnp.float32)))
+            outs.append(values.to(getattr(torch, dtype)))  # exact: float32 holds every value
+        return outs
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_end_to_end_on_the_cpu(monkeypatch, variant):
+    """``_direct.forward``/``backward`` with the kernel run in interpret mode: operands in
+    launch order, outputs reduced and cast as the JAX path does (XLA on the CPU here, so
+    within the dtype's tolerance)."""
+    from swiglu_jax import testing
+
+    opts = GPT_OSS
+    monkeypatch.setattr(_direct, "_launchers", {})
+    monkeypatch.setattr(_direct, "_capability", lambda device: 90)
+    monkeypatch.setattr(_direct, "Launcher", lambda ir, device: InterpretLauncher(ir, device, opts))
+    gen = torch.Generator().manual_seed(0)
+    rows, hidden = 100, 160  # two row blocks and two hidden blocks with the bias tiles
+    y = (2 * torch.randn(rows, 2 * hidden, generator=gen)).to(torch.bfloat16)
+    bias_dtype, weights_dtype = VARIANTS[variant]
+    bias = torch.randn(2 * hidden, generator=gen).to(getattr(torch, bias_dtype or "float32"))
+    weights = torch.rand(rows, 1, generator=gen)
+    bias = bias if bias_dtype else None
+    weights = weights if weights_dtype else None
+    g = torch.randn(rows, hidden, generator=gen).to(torch.bfloat16)
+    options = (opts.clamp_value, opts.alpha, opts.linear_offset)
+
+    out, y_fp8 = _direct.forward(y, bias, weights, *options, True)
+    expected_out, expected_fp8 = tb._ops._forward_impl(y, bias, weights, *options, True)
+    assert (out.shape, out.dtype) == (expected_out.shape, expected_out.dtype)
+    assert testing.relative_error(out.double().numpy(), expected_out.double().numpy()) <= 1e-2
+    assert torch.equal(y_fp8.view(torch.uint8), expected_fp8.view(torch.uint8))
+    grads = _direct.backward(g, y_fp8, bias, weights, *options)
+    expected = tb._ops._backward_impl(g, expected_fp8, bias, weights, *options)
+    for name, got, want in zip(("dy", "dbias", "dweights"), grads, expected, strict=True):
+        assert (got.shape, got.dtype) == (want.shape, want.dtype), name
+        if want.numel():
+            error = testing.relative_error(got.double().numpy(), want.double().numpy())
+            assert error <= 1e-2, name
