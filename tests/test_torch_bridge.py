@@ -218,6 +218,22 @@ def test_cpu_offload_marks_saved_tensors(gen):
     )
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("shape", [(0, 16), (2, 0, 16), (0, 3, 16)])
+def test_zero_rows(variant, shape):
+    """No tokens (an MoE expert that got none): empty outputs and gradients, zeros for
+    the bias gradient, and no error."""
+    y, b, w = make(torch.Generator().manual_seed(0), shape, bias=True, weights=True)
+    b = b if "bias" in variant else None
+    out = call(variant, y, b, w, fp8_input_store=True)
+    assert out.shape == (*shape[:-1], shape[-1] // 2)
+    out.sum().backward()
+    assert y.grad.shape == y.shape
+    if b is not None:
+        assert torch.equal(b.grad, torch.zeros_like(b))
+    assert tb.swiglu_back(out.detach(), y.detach()).shape == y.shape
+
+
 def test_zero_copy_exchange(gen):
     t = torch.randn(64, 128, generator=gen).to(torch.bfloat16)
     assert _exchange.to_jax(t).unsafe_buffer_pointer() == t.data_ptr()

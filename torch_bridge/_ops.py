@@ -37,10 +37,10 @@ def _jax_forward(clamp_value, alpha, linear_offset, save_fp8):
     @jax.jit
     def forward(y, bias, weights):
         rows = y.shape[0]
-        y3 = y.reshape(rows, 2, -1)
+        y3 = y.reshape(rows, 2, y.shape[1] // 2)  # not -1: rows may be 0
         bias = None if bias is None else bias.reshape(2, -1)
         out, y_fp8 = _dispatch.call("forward", opts, y3, bias, weights, save_fp8=save_fp8)
-        return out, (None if y_fp8 is None else y_fp8.reshape(rows, -1))
+        return out, (None if y_fp8 is None else y_fp8.reshape(y.shape))
 
     return forward
 
@@ -54,9 +54,15 @@ def _jax_backward(clamp_value, alpha, linear_offset):
         rows = y.shape[0]
         bias2 = None if bias is None else bias.reshape(2, -1)
         dy, dbias, dweights = _dispatch.call(
-            "backward", opts, g, y.reshape(rows, 2, -1), bias2, weights, dy_dtype=g.dtype
+            "backward",
+            opts,
+            g,
+            y.reshape(rows, 2, y.shape[1] // 2),
+            bias2,
+            weights,
+            dy_dtype=g.dtype,
         )
-        return dy.reshape(rows, -1), (None if dbias is None else dbias.reshape(-1)), dweights
+        return dy.reshape(y.shape), (None if dbias is None else dbias.reshape(-1)), dweights
 
     return backward
 
