@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import strategies
 from conftest import SEED, examples
+from helpers import CLAMP_TIE, with_sums_on_the_clamp
 from hypothesis import given, seed
 from hypothesis import strategies as st
 from jax._src.pallas.mosaic_gpu.interpret import gpu_callbacks
@@ -156,6 +157,18 @@ def test_several_blocks_in_both_dimensions(rng, variant):
 @pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
 def test_fp8_store(rng, variant, options):
     check_kernels(rng, variant, 70, 48, jnp.bfloat16, options, save_fp8=True)
+
+
+def test_bias_sums_rounding_onto_the_clamp(rng):
+    """The case that failed once on an H100 (``test_gpu.py::test_shapes``, float32, 1000
+    rows, H = 5120, dbias 4.8e-4 off): weighted + bias with a clamp of 3, rows in three
+    blocks (the last ragged), H = 5120, and bias sums that round onto the clamp in the
+    ragged block. The kernels clamp the float32 sum, as documented; the reference used
+    to clamp the exact one, which put dy and dbias about 1e-3 off."""
+    y, bias, weights, g = make_inputs(rng, "weighted_bias", 130, 5120, jnp.float32)
+    y, bias = with_sums_on_the_clamp(y, bias, layout="stacked")
+    config = BlockConfig(block_rows=64, block_hidden=256)
+    check_inputs((y, bias, weights, g), jnp.float32, {"clamp_value": CLAMP_TIE}, config=config)
 
 
 def test_fp8_store_float32_ragged(rng):
