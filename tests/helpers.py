@@ -24,6 +24,28 @@ LAYOUTS = ("split", "stacked")
 INTERPRETED = ("interpret:triton", "interpret:mosaic_gpu", "interpret:tpu")
 
 
+# A clamp that a float32 bias sum can land on only by rounding: 2 + (1 + 2^-23) is
+# 3 + 2^-23, half a float32 step above 3, a tie that rounds to even, to 3.0 itself.
+CLAMP_TIE = 3.0
+_JUST_ABOVE_ONE = 1 + 2.0**-23
+
+
+def with_sums_on_the_clamp(y, bias, *, layout="split"):
+    """Float32 ``(y, bias)`` with the last row's first gate element summing to
+    ``CLAMP_TIE`` and its first linear element to ``-CLAMP_TIE`` after float32
+    rounding, both a hair beyond before it: the ops, which clamp the float32 sum, pass
+    the gradient there, where clamping the exact sum would zero it."""
+    y, bias = np.array(y), np.array(bias)
+    if layout == "stacked":
+        gate, linear = (0, 0), (1, 0)
+    else:
+        gate, linear = (0,), (y.shape[-1] // 2,)
+    last = (-1,) * (y.ndim - len(gate))
+    y[(*last, *gate)], bias[gate] = 2.0, _JUST_ABOVE_ONE
+    y[(*last, *linear)], bias[linear] = -2.0, -_JUST_ABOVE_ONE
+    return jnp.asarray(y), jnp.asarray(bias)
+
+
 def make_inputs(
     rng, variant, lead, hidden, dtype, *, layout="split", scale=2.0, weights_dtype=jnp.float32
 ):

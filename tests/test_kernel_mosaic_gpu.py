@@ -1,11 +1,16 @@
 """The Mosaic GPU kernels against the float64 NumPy reference.
 
-On a CPU host the kernels run in Pallas' GPU interpret mode (slow: shapes stay small);
-on a CUDA backend the same tests run the compiled kernels. ``test_lowers_for_cuda``
-checks on any host that every variant lowers to a Mosaic GPU custom call.
+On a CPU host the kernels run in Pallas' GPU interpret mode (slow: shapes stay small),
+with its race detector on and unwritten memory (shared memory, outputs) filled with NaN,
+so that a TMA copy not waited for, shared memory not committed before a TMA store, or
+two blocks writing the same partial sums fail here; on a CUDA backend the same tests run
+the compiled kernels. ``test_lowers_for_cuda`` checks on any host that every variant
+lowers to a Mosaic GPU custom call.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +18,11 @@ import numpy as np
 import pytest
 import strategies
 from conftest import SEED, examples
+from helpers import CLAMP_TIE, with_sums_on_the_clamp
 from hypothesis import given, seed
 from hypothesis import strategies as st
+from jax._src.pallas.mosaic_gpu.interpret import gpu_callbacks
+from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from swiglu_jax import testing
 from swiglu_jax._options import Options
@@ -31,6 +39,38 @@ OPTIONS = {
 }
 # Tiles of 64 rows x 16 columns: several blocks in both dimensions on small shapes.
 SMALL_BLOCKS = BlockConfig(block_rows=64, block_hidden=16)
+
+
+def interpret_params() -> plgpu.InterpretGPUParams | bool:
+    """The GPU interpreter with race detection that records races (jax 0.12 would raise
+    on one by default, 0.11 only prints) and NaN in unwritten memory; ``False`` (the
+    compiled kernels) on a GPU."""
+    if not INTERPRET:
+        return False
+    extra = {}
+    if "on_race" in inspect.signature(plgpu.InterpretGPUParams).parameters:
+        extra["on_race"] = "warn"
+    return plgpu.InterpretGPUParams(detect_races=True, uninitialized_memory="nan", **extra)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_interpreter():
+    yield
+    if INTERPRET:
+        gpu_callbacks.reset_gpu_interpret_mode_state()
+
+
+def run_kernel(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, interpreted on CPU without a race (each launch has its
+    own race record, so each is checked on its own) and with every output finite."""
+    results = jax.block_until_ready(fn(*args, interpret=interpret_params(), **kwargs))
+    if INTERPRET:
+        races_found = gpu_callbacks.get_races().races_found
+        assert not races_found, "the interpreter detected a race"
+    for x in results:
+        if x is not None:
+            assert np.isfinite(np.asarray(x).astype(np.float32)).all(), "NaN or inf leaked"
+    return results
 
 
 def make_inputs(rng, variant, rows, hidden, dtype):
@@ -53,11 +93,18 @@ def check(actual, expected, dtype, name):
 
 
 def check_kernels(rng, variant, rows, hidden, dtype, options, config=None, save_fp8=False):
-    """Forward (and its fp8 copy) and backward against ``swiglu_jax.testing``."""
-    y, bias, weights, g = make_inputs(rng, variant, rows, hidden, dtype)
+    """Forward (and its fp8 copy) and backward on random inputs against
+    ``swiglu_jax.testing``."""
+    inputs = make_inputs(rng, variant, rows, hidden, dtype)
+    check_inputs(inputs, dtype, options, config=config, save_fp8=save_fp8)
+
+
+def check_inputs(inputs, dtype, options, config=None, save_fp8=False):
+    """Forward (and its fp8 copy) and backward of ``(y, bias, weights, g)``."""
+    y, bias, weights, g = inputs
     opts = Options(**options)
-    out, y_fp8 = mosaic_gpu.forward(
-        y, bias, weights, opts, save_fp8=save_fp8, interpret=INTERPRET, config=config
+    out, y_fp8 = run_kernel(
+        mosaic_gpu.forward, y, bias, weights, opts, save_fp8=save_fp8, config=config
     )
     expected = testing.swiglu_forward(y, bias, weights, layout="stacked", **options)
     check(out, expected, dtype, "out")
@@ -71,8 +118,8 @@ def check_kernels(rng, variant, rows, hidden, dtype, options, config=None, save_
     else:
         assert y_fp8 is None
 
-    dy, dbias, dweights = mosaic_gpu.backward(
-        g, saved, bias, weights, opts, dy_dtype=dtype, interpret=INTERPRET, config=config
+    dy, dbias, dweights = run_kernel(
+        mosaic_gpu.backward, g, saved, bias, weights, opts, dy_dtype=dtype, config=config
     )
     grads = testing.swiglu_backward(
         g, y, bias, weights, layout="stacked", fp8_input_store=save_fp8, **options
@@ -110,6 +157,18 @@ def test_several_blocks_in_both_dimensions(rng, variant):
 @pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
 def test_fp8_store(rng, variant, options):
     check_kernels(rng, variant, 70, 48, jnp.bfloat16, options, save_fp8=True)
+
+
+def test_bias_sums_rounding_onto_the_clamp(rng):
+    """The case that failed once on an H100 (``test_gpu.py::test_shapes``, float32, 1000
+    rows, H = 5120, dbias 4.8e-4 off): weighted + bias with a clamp of 3, rows in three
+    blocks (the last ragged), H = 5120, and bias sums that round onto the clamp in the
+    ragged block. The kernels clamp the float32 sum, as documented; the reference used
+    to clamp the exact one, which put dy and dbias about 1e-3 off."""
+    y, bias, weights, g = make_inputs(rng, "weighted_bias", 130, 5120, jnp.float32)
+    y, bias = with_sums_on_the_clamp(y, bias, layout="stacked")
+    config = BlockConfig(block_rows=64, block_hidden=256)
+    check_inputs((y, bias, weights, g), jnp.float32, {"clamp_value": CLAMP_TIE}, config=config)
 
 
 def test_fp8_store_float32_ragged(rng):

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from conftest import DTYPES
 from helpers import (
+    CLAMP_TIE,
     INTERPRETED,
     VARIANTS,
     apply_dict,
     differentiable_args,
     fp8_edge_input,
     make_inputs,
+    with_sums_on_the_clamp,
 )
 
 import swiglu_jax as sj
@@ -81,6 +83,38 @@ def test_large_magnitudes_give_no_spurious_nan(rng, implementation, variant):
     for name, grad in vjp(g)[0].items():
         assert np.isfinite(grad).all(), name
         assert testing.relative_error(grad, expected[name]) < 1e-5, name
+
+
+@pytest.mark.parametrize("implementation", ["xla", *INTERPRETED])
+def test_the_clamp_acts_on_the_float32_bias_sum(rng, implementation):
+    """``y + bias`` is clamped as the ops compute it, in float32: a sum a hair above the
+    clamp whose float32 rounding is the clamp itself is not clamped, so its gradient
+    passes, in every implementation and in the reference (which once clamped the exact
+    sum: one such element in 10^8, a relative error of 1e-4 to 1e-3 on dy and dbias)."""
+    y, bias, weights = make_inputs(rng, "weighted_bias", (70,), 48, jnp.float32)
+    y, bias = with_sums_on_the_clamp(y, bias)
+    args = differentiable_args(y, bias, weights)
+    options = {"clamp_value": CLAMP_TIE, "implementation": implementation}
+    out, vjp = jax.vjp(lambda a: apply_dict("weighted_bias", a, **options), args)
+    g = jnp.asarray(rng.standard_normal(out.shape), jnp.float32)
+    grads = vjp(g)[0]
+    expected = testing.swiglu_backward(g, y, bias, weights, clamp_value=CLAMP_TIE)
+    tie = (-1, [0, 48])  # the last row's first gate and first linear element
+    assert np.all(expected["y"][tie] != 0) and np.all(np.asarray(grads["y"])[tie] != 0)
+    for name, grad in grads.items():
+        terms = testing.gradient_terms(name, y.shape)
+        error = testing.relative_error(grad, expected[name])
+        assert error <= testing.tolerance(jnp.float32, terms=terms), (name, error)
+
+
+def test_a_clamp_between_two_float32_acts_as_its_rounding():
+    """float32(0.1) lies just above 0.1: with ``clamp_value=0.1`` it is the clamp itself,
+    not beyond it, so its gradient passes, in the ops and in the reference."""
+    y = jnp.full((1, 2), 0.1, jnp.float32)
+    dy = jax.grad(lambda y: sj.swiglu(y, clamp_value=0.1).sum())(y)
+    expected = testing.swiglu_backward(np.ones((1, 1)), y, clamp_value=0.1)["y"]
+    assert np.all(expected != 0)
+    np.testing.assert_allclose(np.asarray(dy, np.float64), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)

@@ -259,6 +259,14 @@ def _backward_kernel(
 # ---------------------------------------------------------------------------- builders
 
 
+def _interpret_params(interpret):
+    """``None`` (compiled), or the GPU interpreter's parameters (defaults for ``True``);
+    tests pass their own to turn on race detection."""
+    if isinstance(interpret, plgpu.InterpretGPUParams):
+        return interpret
+    return plgpu.InterpretGPUParams() if interpret else None
+
+
 def _launch(body, *operands, out_type, scratch, grid, name, cost, interpret):
     kwargs = {"cost_estimate": cost} if _KERNEL_TAKES_COST else {}
     call = plgpu.kernel(
@@ -271,7 +279,7 @@ def _launch(body, *operands, out_type, scratch, grid, name, cost, interpret):
         grid=grid[::-1],
         grid_names=GRID_NAMES[::-1],
         compiler_params=plgpu.CompilerParams(lowering_semantics=_SEMANTICS),
-        interpret=plgpu.InterpretGPUParams() if interpret else None,
+        interpret=_interpret_params(interpret),
         kernel_name=name,
         **kwargs,
     )
@@ -315,7 +323,9 @@ def _prepare(y, bias, weights, config):
 def forward(y, bias, weights, opts: Options, *, save_fp8, interpret=False, config=None):
     """Returns ``(out (N, H) in y.dtype, y_fp8 (N, 2, H) float8_e4m3fn or None)``.
 
-    Raises ``NotImplementedError`` for float64 (or other unsupported) ``y``.
+    ``interpret``: ``True`` or a ``plgpu.InterpretGPUParams`` (race detection, say) runs
+    Pallas' GPU interpreter instead of the compiled kernel. Raises
+    ``NotImplementedError`` for float64 (or other unsupported) ``y``.
     """
     _check_dtypes(y.dtype)
     rows, _, hidden = y.shape
