@@ -39,7 +39,8 @@ run_stage() {  # name, command...: runs it, logs to $OUT/NAME.log, notes the out
 for stage in "${stages[@]}"; do
   case "$stage" in
     tests)
-      gpu_tests=(tests/test_gpu.py tests/test_gpu_torch_bridge.py)
+      # test_torch_bridge_direct.py compiles with the machine's own triton.
+      gpu_tests=(tests/test_gpu.py tests/test_gpu_torch_bridge.py tests/test_torch_bridge_direct.py)
       for extra in tests/test_gpu_*.py; do
         [[ " ${gpu_tests[*]} " == *" $extra "* ]] || gpu_tests+=("$extra")
       done
