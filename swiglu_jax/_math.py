@@ -62,8 +62,12 @@ def row_amax(y):
 
 
 def to_scaled_fp8(x, scale):
-    """``x / scale`` as ``float8_e4m3fn`` (``to_fp8``'s saturating cast), in float32."""
-    return to_fp8(x.astype(jnp.float32) / scale)
+    """``x / scale`` as ``float8_e4m3fn`` (``to_fp8``'s saturating cast), in float32.
+
+    Computed as ``x * (1 / scale)``, one reciprocal per row: XLA rewrites a division by
+    a broadcast into that product, so writing it out gives every backend the same bits.
+    """
+    return to_fp8(x.astype(jnp.float32) * (1 / scale))
 
 
 def from_scaled_fp8(q, scale):

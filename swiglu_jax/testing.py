@@ -94,7 +94,7 @@ def fp8_scaled_cast(y, layout: str = "split") -> tuple[np.ndarray, np.ndarray]:
     in float32 arithmetic as the ops do it. ``scale`` holds one float32 per row (``(...,
     1)``): the row's largest finite magnitude times float32 ``1 / 448``, at least the
     smallest normal float32, 1 for a row without a finite nonzero value; ``q =
-    fp8_cast(y / scale)``.
+    fp8_cast(y * (1 / scale))``.
     A row is the last axis of the split layout, the last two of the stacked one."""
     axes = (-2, -1) if layout == "stacked" else (-1,)
     with np.errstate(invalid="ignore"):
@@ -105,7 +105,7 @@ def fp8_scaled_cast(y, layout: str = "split") -> tuple[np.ndarray, np.ndarray]:
         scale = np.maximum(amax * np.float32(1 / FP8_MAX), np.finfo(np.float32).tiny)
         scale = np.where(amax > 0, scale, np.float32(1)).astype(np.float32)[..., None]
         expanded = scale[..., None] if layout == "stacked" else scale
-        return fp8_cast(y / expanded), scale
+        return fp8_cast(y * (np.float32(1) / expanded)), scale
 
 
 def fp8_round(y, fp8_input_store=True, layout: str = "split") -> np.ndarray:

@@ -111,7 +111,7 @@ def test_fp8_store_saturates_like_torchs_cast(implementation, dtype):
     against torch in test_torch_bridge.py)."""
     y = fp8_edge_input(dtype)
     forward = FP8_IMPLEMENTATIONS[implementation].forward
-    _, y_fp8 = forward(y, None, None, Options(), save_fp8=True)
+    _, y_fp8, _ = forward(y, None, None, Options(), save_fp8=True)
     assert y_fp8.dtype == jnp.float8_e4m3fn
     saved = np.asarray(y_fp8, np.float64)
     np.testing.assert_array_equal(saved, testing.fp8_round(y))
