@@ -235,11 +235,10 @@ def _backward_kernel(
     scale_ref = take(has_scale)
     tile = _Tile(*tile)
     g = tile.load(g_ref).astype(jnp.float32)
-    a, b = tile.load_halves(y_ref)
+    a, b = (x.astype(jnp.float32) for x in tile.load_halves(y_ref))
     if has_scale:
         scale = tile.load_per_row(scale_ref)
         a, b = _math.from_scaled_fp8(a, scale), _math.from_scaled_fp8(b, scale)
-    a, b = a.astype(jnp.float32), b.astype(jnp.float32)
     if has_bias:
         bias_a, bias_b = tile.load_bias(bias_ref)
         a, b = a + bias_a, b + bias_b
@@ -273,17 +272,16 @@ def forward(
     _check(config, y, bias, weights, y_scale)
     if save_fp8:
         _check(config, jax.ShapeDtypeStruct(y.shape, FP8_DTYPE))
-    scaled = save_fp8 == "scaled"
-    sweeps_rows = scaled and y_scale is None
+    sweeps_rows = save_fp8 == "scaled" and y_scale is None
     out_shapes = [jax.ShapeDtypeStruct((rows, hidden), y.dtype)]
     if save_fp8:
         out_shapes.append(jax.ShapeDtypeStruct((rows, 2 * hidden), FP8_DTYPE))
     if sweeps_rows:
         out_shapes.append(jax.ShapeDtypeStruct((rows, 1), jnp.float32))
     if rows == 0:
-        outs = [jnp.zeros(s.shape, s.dtype) for s in out_shapes]
-        outs += [y_scale] if scaled and not sweeps_rows else []
-        return _forward_results(outs, y.shape, save_fp8)
+        return _forward_results(
+            [jnp.zeros(s.shape, s.dtype) for s in out_shapes], y, save_fp8, y_scale
+        )
     inputs = [y.reshape(rows, 2 * hidden)]
     inputs += [x.reshape(-1) for x in (bias,) if x is not None]
     inputs += [x for x in (weights, y_scale) if x is not None]
@@ -307,15 +305,15 @@ def forward(
         name="swiglu_forward_triton",
         cost_estimate=_cost(inputs, out_shapes, rows * hidden),
     )(*inputs)
-    outs = list(outs) + ([y_scale] if scaled and not sweeps_rows else [])
-    return _forward_results(outs, y.shape, save_fp8)
+    return _forward_results(outs, y, save_fp8, y_scale)
 
 
-def _forward_results(outs, y_shape, save_fp8):
-    """``(out, y_fp8 | None, y_scale | None)`` from ``[out, y_fp8?, y_scale?]``."""
-    out, rest = outs[0], list(outs[1:])
-    y_fp8 = rest.pop(0).reshape(y_shape) if save_fp8 else None
-    return out, y_fp8, (rest.pop(0) if save_fp8 == "scaled" else None)
+def _forward_results(outs, y, save_fp8, y_scale):
+    """``(out, y_fp8 | None, y_scale | None)`` from the kernel's ``[out, y_fp8?, y_scale
+    computed?]`` and the ``y_scale`` given, if any."""
+    out, *rest = outs
+    y_fp8 = rest.pop(0).reshape(y.shape) if save_fp8 else None
+    return out, y_fp8, (rest.pop(0) if rest else y_scale)
 
 
 def backward(
