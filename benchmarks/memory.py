@@ -11,7 +11,8 @@ above the inputs while a step runs (each variant in a fresh process), and the ti
 step. torch (on a CUDA GPU): the peak of ``torch.cuda.memory_allocated``
 during one forward + backward through ``torch_bridge.bias_swiglu_impl``, the memory the
 forward leaves held for the backward, and the time per step.
-Variants: plain, ``fp8_input_store``, ``cpu_offload_input``, both.
+Variants: plain, ``fp8_input_store`` (``True`` and ``"scaled"``), ``cpu_offload_input``,
+fp8 and offload.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import swiglu_jax as sj
 VARIANTS = {
     "plain": {},
     "fp8 store": {"fp8_input_store": True},
+    "scaled fp8 store": {"fp8_input_store": "scaled"},
     "cpu offload": {"cpu_offload_input": True},
     "fp8 + offload": {"fp8_input_store": True, "cpu_offload_input": True},
 }

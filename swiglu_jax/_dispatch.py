@@ -1,8 +1,8 @@
 """Which code computes an op: the implementations and the choice among them.
 
 An implementation is a pair of functions on the canonical shapes (see ``_xla`` and
-``kernels/__init__.py``): ``forward(y, bias, weights, opts, *, save_fp8)`` and
-``backward(g, y, bias, weights, opts, *, dy_dtype)``.
+``kernels/__init__.py``): ``forward(y, bias, weights, opts, *, save_fp8, y_scale=None)``
+and ``backward(g, y, bias, weights, opts, *, dy_dtype, y_scale=None)``.
 
 ``implementation`` names:
 
@@ -143,7 +143,9 @@ def _first_that_accepts(backends, method: str, params: dict, fallback: Callable)
 
 
 def call(method: str, opts: Options, *args, **static):
-    """Runs ``method`` ("forward" or "backward") of the implementation ``opts`` selects."""
+    """Runs ``method`` ("forward" or "backward") of the implementation ``opts`` selects on
+    the arrays ``args``, with the keyword arguments ``static`` (``save_fp8`` or
+    ``dy_dtype``, and the array or ``None`` ``y_scale``)."""
     choice = opts.implementation
     params = dict(opts=opts, **static)
 

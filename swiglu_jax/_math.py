@@ -8,12 +8,15 @@ they load, so every implementation computes the same expression in the same orde
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from swiglu_jax._options import Options
 
 LOG2_E = 1.4426950408889634
 FP8_DTYPE = jnp.float8_e4m3fn
 FP8_MAX = 448.0  # the largest finite float8_e4m3fn
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
 
 
 def to_fp8(x):
@@ -29,6 +32,47 @@ def to_fp8(x):
     x = jnp.where(x > FP8_MAX, FP8_MAX, x)
     x = jnp.where(x < -FP8_MAX, -FP8_MAX, x)
     return x.astype(FP8_DTYPE)
+
+
+# The scaled store (``fp8_input_store="scaled"``): each row of ``y`` (both halves, one
+# token) is saved as ``q = to_fp8(y / scale)`` with ``scale = amax / 448``, ``amax`` the
+# row's largest finite magnitude, and read back as ``q * scale``. The row's largest value
+# then lands on 448 whatever its magnitude, so nothing saturates but infinities (to
+# ``+-amax``) and small values keep e4m3's relative precision. The scale is floored at
+# the smallest normal float32 (no subnormal divisor, which GPUs may flush to zero), and
+# is 1 for a row without a finite nonzero value. All in float32.
+
+
+def finite_magnitude(x):
+    """``|x|`` where finite, 0 for infinities and NaN (comparisons are false for NaN)."""
+    magnitude = jnp.abs(x)
+    return jnp.where(magnitude <= FLOAT32_MAX, magnitude, 0.0)
+
+
+def scale_from_amax(amax):
+    """The float32 scale of a row whose largest finite magnitude is ``amax``: ``amax``
+    times float32 ``1 / 448`` (a product: XLA would turn a division by a constant into
+    one anyway, so every backend rounds the same)."""
+    return jnp.where(amax > 0, jnp.maximum(amax * (1 / FP8_MAX), FLOAT32_TINY), 1.0)
+
+
+def row_amax(y):
+    """``(*L, 1)``: the largest finite magnitude of each row of ``y`` ``(*L, 2, H)``."""
+    return jnp.max(finite_magnitude(y.astype(jnp.float32)), axis=(-2, -1))[..., None]
+
+
+def to_scaled_fp8(x, scale):
+    """``x / scale`` as ``float8_e4m3fn`` (``to_fp8``'s saturating cast), in float32.
+
+    Computed as ``x * (1 / scale)``, one reciprocal per row: XLA rewrites a division by
+    a broadcast into that product, so writing it out gives every backend the same bits.
+    """
+    return to_fp8(x.astype(jnp.float32) * (1 / scale))
+
+
+def from_scaled_fp8(q, scale):
+    """The float32 values a scaled ``q`` stands for: ``q * scale``."""
+    return q.astype(jnp.float32) * scale
 
 
 def sigmoid(x):

@@ -27,6 +27,9 @@ ImplementationName = Literal[
     "interpret:tpu",
 ]
 
+# The fp8 input store: off, Megatron's plain cast, or with a per-row scale.
+Fp8Store = bool | Literal["scaled"]
+
 LAYOUTS: tuple[str, ...] = ("split", "stacked")
 IMPLEMENTATIONS: tuple[str, ...] = typing.get_args(ImplementationName)
 
@@ -39,6 +42,20 @@ def _static_real(name: str, value: object) -> float:
             f"of type {type(value).__name__}"
         )
     return float(value)
+
+
+def _fp8_store(value: object) -> Fp8Store:
+    """``False``, ``True`` or ``"scaled"``, else an error naming ``fp8_input_store``."""
+    if isinstance(value, str):
+        if value != "scaled":
+            raise ValueError(f"fp8_input_store must be False, True or 'scaled', got {value!r}")
+        return value
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"fp8_input_store must be a Python bool or 'scaled', got {value!r} "
+            f"of type {type(value).__name__}"
+        )
+    return value
 
 
 def _static_bool(name: str, value: object) -> bool:
@@ -58,7 +75,9 @@ class Options:
         and the linear half to ``[-L, L]``; gradients are zero where a clamp was active.
       alpha: slope inside the gate's sigmoid, ``act(a) = a * sigmoid(alpha * a)``.
       linear_offset: added to the linear half, ``out = act(a) * (b + linear_offset)``.
-      fp8_input_store: save the input for the backward as ``float8_e4m3fn``.
+      fp8_input_store: save the input for the backward as ``float8_e4m3fn``: ``True``
+        casts it as Megatron does (saturating at +-448), ``"scaled"`` divides each row
+        by a float32 scale first (its largest finite magnitude over 448, saved beside it).
       cpu_offload_input: keep the saved input in host memory between forward and backward.
       layout: ``"split"`` (``[gate | up]`` on the last axis) or ``"stacked"`` (``(..., 2, H)``).
       implementation: ``"auto"``, ``"xla"``, ``"pallas"``, ``"interpret"``, or a kernel
@@ -68,7 +87,7 @@ class Options:
     clamp_value: float | None = None
     alpha: float = 1.0
     linear_offset: float = 0.0
-    fp8_input_store: bool = False
+    fp8_input_store: Fp8Store = False
     cpu_offload_input: bool = False
     layout: Layout = "split"
     implementation: ImplementationName = "auto"
@@ -88,7 +107,7 @@ class Options:
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value!r}")
             set_(name, value)
-        _static_bool("fp8_input_store", self.fp8_input_store)
+        _fp8_store(self.fp8_input_store)
         _static_bool("cpu_offload_input", self.cpu_offload_input)
         if not isinstance(self.layout, str) or self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")

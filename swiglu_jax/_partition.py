@@ -1,14 +1,16 @@
 """The ops on sharded arrays: every shard computes its own tokens and hidden columns.
 
 The op layer hands this module arrays with their leading (token) axes ``L`` intact:
-``y`` as ``(*L, 2, H)`` (gate at index 0), ``bias`` as ``(2, H)``, ``weights`` as
-``(*L, 1)`` and the cotangent ``g`` as ``(*L, H)``. SwiGLU is independent across tokens
-and across hidden columns, so any sharding of ``L`` and of ``H`` computes shard-locally;
-only the two reductions of the backward communicate: the bias gradient sums over tokens
-(a float32 all-reduce over the mesh axes that shard ``L``), the weights gradient over
-``H`` (over the axes that shard ``H``). The pair axis of size 2 is never split: a shard
-holds the gate and linear halves of the same columns, which is why the stacked layout
-keeps a sharded ``H`` local and the split layout ``(..., 2H)`` cannot.
+``y`` as ``(*L, 2, H)`` (gate at index 0), ``bias`` as ``(2, H)``, ``weights`` and the
+row scales of the scaled fp8 store as ``(*L, 1)`` and the cotangent ``g`` as ``(*L, H)``.
+SwiGLU is independent across tokens and across hidden columns, so any sharding of ``L``
+and of ``H`` computes shard-locally; only three reductions communicate: the bias gradient
+sums over tokens (a float32 all-reduce over the mesh axes that shard ``L``), the weights
+gradient over ``H`` (over the axes that shard ``H``), and so does the scaled fp8 store's
+row maximum (an all-reduce of one float32 per token, before the kernel that quantizes).
+The pair axis of size 2 is never split: a shard holds the gate and linear halves of the
+same columns, which is why the stacked layout keeps a sharded ``H`` local and the split
+layout ``(..., 2H)`` cannot.
 
 How the program learns this depends on how the arrays are sharded:
 
@@ -39,17 +41,19 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from swiglu_jax import _dispatch
+from swiglu_jax import _dispatch, _math
 from swiglu_jax._options import Options
 
 # What each argument and result of a method is, in the order the implementations take
-# and return them: "pairs" (*L, 2, H), "columns" (*L, H), "bias" (2, H), "weights" (*L, 1).
+# and return them: "pairs" (*L, 2, H), "columns" (*L, H), "bias" (2, H), "tokens" (*L, 1)
+# (the weights, and the row scales ``y_scale`` that the forward returns with the scaled
+# fp8 copy and the backward takes last, by keyword in the implementations).
 SIGNATURES = {
-    "forward": (("pairs", "bias", "weights"), ("columns", "pairs")),
-    "backward": (("columns", "pairs", "bias", "weights"), ("pairs", "bias", "weights")),
+    "forward": (("pairs", "bias", "tokens"), ("columns", "pairs", "tokens")),
+    "backward": (("columns", "pairs", "bias", "tokens", "tokens"), ("pairs", "bias", "tokens")),
 }
 # Shardy's view of the same: "..." are the token axes, "pair" must stay whole.
-FACTORS = {"pairs": "... pair h", "columns": "... h", "bias": "pair h", "weights": "... one"}
+FACTORS = {"pairs": "... pair h", "columns": "... h", "bias": "pair h", "tokens": "... one"}
 
 
 def _axis_names(entry) -> tuple[str, ...]:
@@ -84,7 +88,7 @@ class Plan(NamedTuple):
             "pairs": P(*self.tokens, None, self.hidden),
             "columns": P(*self.tokens, self.hidden),
             "bias": P(None, self.hidden),
-            "weights": P(*self.tokens, None),
+            "tokens": P(*self.tokens, None),
         }[kind]
 
 
@@ -113,30 +117,55 @@ def _rows(x, tokens: int):
     return None if x is None else x.reshape(-1, *x.shape[tokens:])
 
 
+def _dispatched(method: str, opts: Options, args, static: dict):
+    """``_dispatch.call`` on the arrays of ``SIGNATURES[method]``, the backward's last
+    (the row scales) passed by keyword as the implementations take it."""
+    if method == "backward":
+        *args, y_scale = args
+        static = {**static, "y_scale": y_scale}
+    return _dispatch.call(method, opts, *args, **static)
+
+
 def local(method: str, opts: Options, static: dict, plan: Plan) -> Callable:
     """``method`` on one shard's arrays laid out as ``plan`` says, with the reductions
-    across shards that the gradients of ``bias`` and ``weights`` need."""
+    across shards that the gradients of ``bias`` and ``weights`` and the row scales of
+    the scaled fp8 store need."""
 
     def forward(y, bias, weights):
         tokens = y.ndim - 2
-        out, y_fp8 = _dispatch.call(
-            "forward", opts, _rows(y, tokens), bias, _rows(weights, tokens), **static
+        y_scale = None
+        if static["save_fp8"] == "scaled" and plan.hidden_axes:
+            # A row spans the hidden shards: its maximum too, which the kernels then take.
+            amax = lax.pmax(_math.row_amax(y), plan.hidden_axes)
+            y_scale = _rows(_math.scale_from_amax(amax), tokens)
+        out, y_fp8, y_scale = _dispatch.call(
+            "forward",
+            opts,
+            _rows(y, tokens),
+            bias,
+            _rows(weights, tokens),
+            y_scale=y_scale,
+            **static,
         )
         fp8 = None if y_fp8 is None else y_fp8.reshape(y.shape)
-        return out.reshape(*y.shape[:-2], y.shape[-1]), fp8
+        scale = None if y_scale is None else y_scale.reshape(*y.shape[:-2], 1)
+        return out.reshape(*y.shape[:-2], y.shape[-1]), fp8, scale
 
-    def backward(g, y, bias, weights):
+    def backward(g, y, bias, weights, y_scale):
         tokens = y.ndim - 2
         sum_bias = bias is not None and plan.token_axes
         sum_weights = weights is not None and plan.hidden_axes
-        dy, dbias, dweights = _dispatch.call(
+        dy, dbias, dweights = _dispatched(
             "backward",
             opts,
-            _rows(g, tokens),
-            _rows(y, tokens),
-            _widened(bias) if sum_bias else bias,
-            _rows(_widened(weights) if sum_weights else weights, tokens),
-            **static,
+            (
+                _rows(g, tokens),
+                _rows(y, tokens),
+                _widened(bias) if sum_bias else bias,
+                _rows(_widened(weights) if sum_weights else weights, tokens),
+                _rows(y_scale, tokens),
+            ),
+            static,
         )
         if sum_bias:
             dbias = lax.psum(dbias, plan.token_axes).astype(bias.dtype)
@@ -165,7 +194,7 @@ def _kinds(method: str, present: tuple[bool, ...], static: dict):
     """The kinds of the present arguments and of the results that will be returned."""
     kinds_in, kinds_out = SIGNATURES[method]
     if method == "forward":
-        returned = (True, static["save_fp8"])
+        returned = (True, bool(static["save_fp8"]), static["save_fp8"] == "scaled")
     else:
         returned = (True, present[2], present[3])
     return (
@@ -291,10 +320,11 @@ def _shard_mapped(method: str, opts: Options, static: dict, present, plan: Plan,
 
 def call(method: str, opts: Options, *args, **static):
     """``method`` ("forward" or "backward") of the implementation ``opts`` selects, on the
-    arrays of the module docstring, partitioned as their shardings say.
+    arrays of the module docstring in the order of ``SIGNATURES`` (``y, bias, weights``;
+    ``g, y, bias, weights, y_scale``), partitioned as their shardings say.
 
-    Returns ``(out, y_fp8 | None)`` for the forward, ``(dy, dbias | None, dweights |
-    None)`` for the backward, each in the shape of its argument.
+    Returns ``(out, y_fp8 | None, y_scale | None)`` for the forward, ``(dy, dbias | None,
+    dweights | None)`` for the backward, each in the shape of its argument.
     """
     present = tuple(x is not None for x in args)
     arrays = tuple(x for x in args if x is not None)
@@ -302,7 +332,7 @@ def call(method: str, opts: Options, *args, **static):
     explicit = _explicit_mesh(y) is not None
     unsharded = local(method, opts, static, Plan())
     if opts.implementation == "xla":  # XLA partitions jax.numpy itself.
-        results = _dispatch.call(method, opts, *args, **static)
+        results = _dispatched(method, opts, args, static)
     elif explicit:  # The type says it all: shard-locally as it says.
         plan = Plan.of(jax.typeof(y).sharding.spec, y.ndim)
         if plan.token_axes or plan.hidden_axes:
@@ -325,7 +355,7 @@ def call(method: str, opts: Options, *args, **static):
         # Explicit sharding types a cotangent like its primal: each as its argument.
         results = tuple(
             d if d is None else _resharded_like(d, x)
-            for d, x in zip(results, args[1:], strict=True)
+            for d, x in zip(results, args[1:4], strict=True)
         )
     return results
 
@@ -340,5 +370,7 @@ def _with_absent(method: str, present, static: dict, outs) -> tuple:
     them, ``None`` where absent."""
     outs = iter(outs)
     if method == "forward":
-        return next(outs), (next(outs) if static["save_fp8"] else None)
+        out = next(outs)
+        fp8 = next(outs) if static["save_fp8"] else None
+        return out, fp8, (next(outs) if static["save_fp8"] == "scaled" else None)
     return next(outs), (next(outs) if present[2] else None), (next(outs) if present[3] else None)

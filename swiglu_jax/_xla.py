@@ -2,7 +2,8 @@
 
 Both functions work on the canonical shapes the op layer hands every implementation:
 ``y`` is ``(N, 2, H)`` (gate at index 0), ``bias`` is ``(2, H)`` or ``None``, ``weights``
-is ``(N, 1)`` or ``None`` and the cotangent ``g`` is ``(N, H)``; unlike the kernels, they
+is ``(N, 1)`` or ``None``, the cotangent ``g`` is ``(N, H)`` and the row scales of the
+scaled fp8 store ``y_scale`` are ``(N, 1)`` float32 or ``None``; unlike the kernels, they
 also take several token axes in place of ``N`` (``(*L, 2, H)``), which lets XLA partition
 them for any sharding of those axes. Arithmetic is float32 (float64 for float64 input)
 with one rounding per output.
@@ -17,9 +18,11 @@ from swiglu_jax._options import Options
 from swiglu_jax.reference import compute_dtype
 
 
-def _halves(y, bias, dtype):
-    """The gate and linear halves of ``y + bias`` in ``dtype``."""
-    x = y.astype(dtype)
+def _halves(y, y_scale, bias, dtype):
+    """The gate and linear halves of ``y + bias`` in ``dtype``, ``y`` first read back
+    from the scaled fp8 store where ``y_scale`` is given."""
+    x = y if y_scale is None else _math.from_scaled_fp8(y, y_scale[..., None])
+    x = x.astype(dtype)
     if bias is not None:
         x = x + bias.astype(dtype)
     return x[..., 0, :], x[..., 1, :]
@@ -29,23 +32,36 @@ def _cast(x, dtype):
     return None if x is None else x.astype(dtype)
 
 
-def forward(y, bias, weights, opts: Options, *, save_fp8: bool):
-    """Returns ``(out, y_fp8)``: the ``(N, H)`` output in ``y``'s dtype and, when
-    ``save_fp8``, the ``float8_e4m3fn`` copy of ``y`` to save for the backward."""
+def fp8_store(y, save_fp8, y_scale=None):
+    """``(y_fp8, y_scale)``, what the forward saves for the backward: ``(None, None)``
+    without ``save_fp8``, ``(to_fp8(y), None)`` for ``True``, and for ``"scaled"`` the
+    scaled copy with its ``(*L, 1)`` float32 row scales (``y_scale`` if given, else
+    computed here)."""
+    if save_fp8 != "scaled":
+        return (_math.to_fp8(y) if save_fp8 else None), None
+    if y_scale is None:
+        y_scale = _math.scale_from_amax(_math.row_amax(y))
+    return _math.to_scaled_fp8(y, y_scale[..., None]), y_scale
+
+
+def forward(y, bias, weights, opts: Options, *, save_fp8, y_scale=None):
+    """Returns ``(out, y_fp8, y_scale)``: the ``(N, H)`` output in ``y``'s dtype and
+    ``fp8_store(y, save_fp8, y_scale)``."""
     dtype = compute_dtype(y.dtype)
-    out = _math.forward(*_halves(y, bias, dtype), _cast(weights, dtype), opts)
-    return out.astype(y.dtype), (_math.to_fp8(y) if save_fp8 else None)
+    out = _math.forward(*_halves(y, None, bias, dtype), _cast(weights, dtype), opts)
+    return out.astype(y.dtype), *fp8_store(y, save_fp8, y_scale)
 
 
-def backward(g, y, bias, weights, opts: Options, *, dy_dtype):
+def backward(g, y, bias, weights, opts: Options, *, dy_dtype, y_scale=None):
     """Returns ``(dy, dbias, dweights)``: ``dy`` of ``y``'s shape in ``dy_dtype``, and the
     bias and weights gradients reduced to their shapes and dtypes (``None`` when absent).
 
-    ``y`` may be the ``float8_e4m3fn`` copy saved by the forward.
+    ``y`` may be the ``float8_e4m3fn`` copy saved by the forward, with its row scales
+    ``y_scale`` ``(N, 1)`` when it is the scaled copy.
     """
     dtype = compute_dtype(dy_dtype)
     g = g.astype(dtype)
-    a, b = _halves(y, bias, dtype)
+    a, b = _halves(y, y_scale, bias, dtype)
     da, db, h = _math.backward(g, a, b, _cast(weights, dtype), opts)
     dx = jnp.stack([da, db], axis=-2)
     tokens = tuple(range(dx.ndim - 2))

@@ -263,8 +263,8 @@ def _bridge_candidate():
 
         forward, backward = torch.ops.swiglu_jax.forward, torch.ops.swiglu_jax.backward
         fn = {
-            "fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, False)[0],
-            "fp8_fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, True),
+            "fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, "none")[0],
+            "fp8_fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, "cast")[:2],
             "bwd": lambda g, y: backward(g, y, None, None, None, 1.0, 0.0)[0],
             "bias_bwd": lambda g, y, b: backward(g, y, b, None, None, 1.0, 0.0)[:2],
             "weighted_bwd": lambda g, y, w: backward(g, y, None, w, None, 1.0, 0.0)[::2],

@@ -2,7 +2,8 @@
 
 ``input`` is ``[tokens, 2H]`` or ``[s, b, 2H]`` (any other rank is an ``AssertionError``,
 as in Megatron) and ``bias`` may be ``None``. Beyond Megatron: the weighted op takes a bias
-too, both take ``alpha``/``linear_offset``/``implementation`` keywords.
+too, both take ``alpha``/``linear_offset``/``implementation`` keywords, and
+``fp8_input_store`` may be ``"scaled"`` (see :func:`swiglu_jax.swiglu`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import jax
 
 from swiglu_jax import _validation
-from swiglu_jax._options import Options
+from swiglu_jax._options import Fp8Store, Options
 from swiglu_jax.ops import forward
 
 
@@ -32,7 +33,7 @@ def check_rank(fn: str, input) -> tuple[int, ...]:
 def bias_swiglu_impl(
     input,
     bias,
-    fp8_input_store: bool = False,
+    fp8_input_store: Fp8Store = False,
     cpu_offload_input: bool = False,
     clamp_value: float | None = None,
     *,
@@ -64,7 +65,7 @@ def weighted_bias_swiglu_impl(
     input,
     bias,
     weights,
-    fp8_input_store: bool = False,
+    fp8_input_store: Fp8Store = False,
     clamp_value: float | None = None,
     *,
     cpu_offload_input: bool = False,

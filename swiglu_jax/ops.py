@@ -14,7 +14,7 @@ import functools
 import jax
 
 from swiglu_jax import _partition, _validation
-from swiglu_jax._options import ImplementationName, Layout, Options
+from swiglu_jax._options import Fp8Store, ImplementationName, Layout, Options
 from swiglu_jax._validation import required
 
 # ----------------------------------------------------------------------------- the core
@@ -22,13 +22,15 @@ from swiglu_jax._validation import required
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _swiglu_core(y, bias, weights, opts: Options):
-    out, _ = _partition.call("forward", opts, y, bias, weights, save_fp8=False)
+    out, _, _ = _partition.call("forward", opts, y, bias, weights, save_fp8=False)
     return out
 
 
 def _swiglu_core_fwd(y, bias, weights, opts: Options):
-    out, y_fp8 = _partition.call("forward", opts, y, bias, weights, save_fp8=opts.fp8_input_store)
-    saved = y_fp8 if opts.fp8_input_store else y
+    store = opts.fp8_input_store
+    out, y_fp8, y_scale = _partition.call("forward", opts, y, bias, weights, save_fp8=store)
+    # y itself, its fp8 copy, or the scaled copy and its (*L, 1) float32 row scales.
+    saved = (y_fp8 if store else y), y_scale
     if opts.cpu_offload_input:
         # Host memory where the backend has it (GPU, TPU); XLA:CPU drops the annotation.
         saved = jax.device_put(saved, jax.memory.Space.Host)
@@ -39,8 +41,9 @@ def _swiglu_core_bwd(opts: Options, residuals, g):
     saved, bias, weights = residuals
     if opts.cpu_offload_input:
         saved = jax.device_put(saved, jax.memory.Space.Device)
+    y, y_scale = saved
     # The cotangent has the output's dtype, which is y's: the fp8 copy has lost it.
-    return _partition.call("backward", opts, g, saved, bias, weights, dy_dtype=g.dtype)
+    return _partition.call("backward", opts, g, y, bias, weights, y_scale, dy_dtype=g.dtype)
 
 
 _swiglu_core.defvjp(_swiglu_core_fwd, _swiglu_core_bwd)
@@ -73,7 +76,9 @@ def _forward_jit(y, bias, weights, opts: Options):
 def _backward_jit(g, y, bias, weights, opts: Options):
     _, hidden = _lead_shape(y, opts)
     y3, bias2, weights2 = _canonical(y, bias, weights, hidden)
-    dy, _, dweights = _partition.call("backward", opts, g, y3, bias2, weights2, dy_dtype=y.dtype)
+    dy, _, dweights = _partition.call(
+        "backward", opts, g, y3, bias2, weights2, None, dy_dtype=y.dtype
+    )
     return dy.reshape(y.shape), dweights
 
 
@@ -100,7 +105,7 @@ def swiglu(
     clamp_value: float | None = None,
     alpha: float = 1.0,
     linear_offset: float = 0.0,
-    fp8_input_store: bool = False,
+    fp8_input_store: Fp8Store = False,
     cpu_offload_input: bool = False,
     layout: Layout = "split",
     implementation: ImplementationName | None = None,
@@ -115,9 +120,12 @@ def swiglu(
         with zero gradient where a clamp was active (``L=7, alpha=1.702,
         linear_offset=1`` is GPT-OSS's activation).
       alpha, linear_offset: see the formula above.
-      fp8_input_store: save ``y`` for the backward as ``float8_e4m3fn`` (Megatron's cast:
-        saturating at +-448, infinities included, NaN kept); the backward then uses the
-        rounded input.
+      fp8_input_store: save ``y`` for the backward as ``float8_e4m3fn``; the backward then
+        uses the rounded input. ``True``: Megatron's cast (saturating at +-448, infinities
+        included, NaN kept). ``"scaled"``: each row (token) divided by a float32 scale,
+        its largest finite magnitude over 448, saved beside it (4 bytes a row): no finite
+        value saturates, small ones keep e4m3's relative precision, infinities saturate to
+        the row's largest finite magnitude, NaN is kept.
       cpu_offload_input: keep the saved input in host memory between forward and backward
         on backends that have host memory kinds (GPU, TPU); no effect on CPU.
       implementation: ``None``/``"auto"`` (the best for the platform the computation is
@@ -129,7 +137,8 @@ def swiglu(
     Raises:
       TypeError: non-floating ``y``, or options of the wrong type.
       ValueError: an odd or empty last axis (split) or a second-to-last axis other than 2
-        (stacked), ``clamp_value`` not finite and > 0, an unknown layout or implementation.
+        (stacked), ``clamp_value`` not finite and > 0, an unknown layout or implementation,
+        a string ``fp8_input_store`` other than ``"scaled"``.
       NotImplementedError: ``implementation`` names kernels this version does not have.
     """
     opts = Options(
@@ -151,7 +160,7 @@ def bias_swiglu(
     clamp_value: float | None = None,
     alpha: float = 1.0,
     linear_offset: float = 0.0,
-    fp8_input_store: bool = False,
+    fp8_input_store: Fp8Store = False,
     cpu_offload_input: bool = False,
     layout: Layout = "split",
     implementation: ImplementationName | None = None,
@@ -179,7 +188,7 @@ def weighted_swiglu(
     clamp_value: float | None = None,
     alpha: float = 1.0,
     linear_offset: float = 0.0,
-    fp8_input_store: bool = False,
+    fp8_input_store: Fp8Store = False,
     cpu_offload_input: bool = False,
     layout: Layout = "split",
     implementation: ImplementationName | None = None,

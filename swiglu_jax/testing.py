@@ -118,9 +118,34 @@ def fp8_cast(y) -> np.ndarray:
         return y.astype(ml_dtypes.float8_e4m3fn)
 
 
-def fp8_round(y) -> np.ndarray:
-    """``y`` through the fp8 input store and back, in float64."""
-    return fp8_cast(y).astype(np.float64)
+def fp8_scaled_cast(y, layout: str = "split") -> tuple[np.ndarray, np.ndarray]:
+    """``(q, scale)``: ``y`` through the scaled fp8 store (``fp8_input_store="scaled"``),
+    in float32 arithmetic as the ops do it. ``scale`` holds one float32 per row (``(...,
+    1)``): the row's largest finite magnitude times float32 ``1 / 448``, at least the
+    smallest normal float32, 1 for a row without a finite nonzero value; ``q =
+    fp8_cast(y * (1 / scale))``.
+    A row is the last axis of the split layout, the last two of the stacked one."""
+    axes = (-2, -1) if layout == "stacked" else (-1,)
+    with np.errstate(invalid="ignore"):
+        y = np.asarray(y).astype(np.float32)
+        magnitude = np.abs(y)
+        amax = np.where(magnitude <= np.finfo(np.float32).max, magnitude, 0).max(axis=axes)
+        amax = amax.astype(np.float32)
+        scale = np.maximum(amax * np.float32(1 / FP8_MAX), np.finfo(np.float32).tiny)
+        scale = np.where(amax > 0, scale, np.float32(1)).astype(np.float32)[..., None]
+        expanded = scale[..., None] if layout == "stacked" else scale
+        return fp8_cast(y * (np.float32(1) / expanded)), scale
+
+
+def fp8_round(y, fp8_input_store=True, layout: str = "split") -> np.ndarray:
+    """``y`` through the fp8 input store (``True`` or ``"scaled"``) and back, in float64
+    (the scaled store's product ``q * scale`` rounded to float32, as the ops compute it)."""
+    if fp8_input_store != "scaled":
+        return fp8_cast(y).astype(np.float64)
+    q, scale = fp8_scaled_cast(y, layout)
+    if layout == "stacked":
+        scale = scale[..., None]
+    return (q.astype(np.float32) * scale).astype(np.float64)
 
 
 def swiglu_forward(
@@ -161,11 +186,12 @@ def swiglu_backward(
 ) -> dict[str, np.ndarray]:
     """The gradients in float64: ``{"y", "bias", "weights"}`` (the last two when given).
 
-    With ``fp8_input_store`` the derivative is taken at ``fp8_round(y)``, as the ops do.
+    With ``fp8_input_store`` (``True`` or ``"scaled"``) the derivative is taken at
+    ``fp8_round(y, fp8_input_store, layout)``, as the ops do.
     """
     precision = _sum_precision(y)
     if fp8_input_store:
-        y = fp8_round(y)
+        y = fp8_round(y, fp8_input_store, layout)
     a, b = _halves(y, bias, layout, precision)
     g = to_float64(g)
     with np.errstate(invalid="ignore", over="ignore"):

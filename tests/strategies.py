@@ -45,7 +45,7 @@ def options(*, fp8: bool = True, offload: bool = True):
         "linear_offset": st.floats(-2.0, 2.0, width=32),
     }
     if fp8:
-        optional["fp8_input_store"] = st.booleans()
+        optional["fp8_input_store"] = st.sampled_from([False, True, "scaled"])
     if offload:
         optional["cpu_offload_input"] = st.booleans()
     return st.fixed_dictionaries({}, optional=optional)

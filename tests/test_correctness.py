@@ -29,6 +29,14 @@ OPTIONS = {
     "gpt_oss": {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0},
     "fp8_store": {"fp8_input_store": True},
     "fp8_clamp": {"fp8_input_store": True, "clamp_value": 2.0},
+    "scaled_fp8": {"fp8_input_store": "scaled"},
+    "scaled_fp8_gpt_oss_offload": {
+        "fp8_input_store": "scaled",
+        "cpu_offload_input": True,
+        "clamp_value": 7.0,
+        "alpha": 1.702,
+        "linear_offset": 1.0,
+    },
     "offload": {"cpu_offload_input": True},
 }
 
@@ -173,7 +181,7 @@ def test_back_functions_against_numpy(rng):
     assert testing.relative_error(dy, expected) <= testing.tolerance(jnp.bfloat16)
 
 
-@pytest.mark.parametrize("options", ["default", "fp8_clamp", "gpt_oss"])
+@pytest.mark.parametrize("options", ["default", "fp8_clamp", "gpt_oss", "scaled_fp8"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("implementation", INTERPRETED)

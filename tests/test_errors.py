@@ -83,7 +83,11 @@ BAD_VALUES = {
         "None": (None, TypeError, r"alpha must be a static Python real number, got None"),
     },
     "linear_offset": {"inf": (float("inf"), ValueError, r"linear_offset must be finite")},
-    "fp8_input_store": {"int": (1, TypeError, r"fp8_input_store must be a Python bool")},
+    "fp8_input_store": {
+        "int": (1, TypeError, r"fp8_input_store must be a Python bool or 'scaled', got 1"),
+        "None": (None, TypeError, r"fp8_input_store must be a Python bool or 'scaled'"),
+        "Scaled": ("Scaled", ValueError, r"fp8_input_store must be False, True or 'scaled', got"),
+    },
     "cpu_offload_input": {"str": ("yes", TypeError, r"cpu_offload_input must be a Python bool")},
     "layout": {"unknown": ("x", ValueError, r"layout must be one of .*got 'x'")},
     "implementation": {

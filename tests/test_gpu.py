@@ -43,6 +43,7 @@ OPTIONS = {
     "clamp": {"clamp_value": 1.5},
     "gpt_oss": {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0},
     "fp8_store": {"fp8_input_store": True},
+    "scaled_fp8_store": {"fp8_input_store": "scaled"},
     "offload": {"cpu_offload_input": True},
 }
 SHAPES = [((1,), 1), ((7,), 3), ((37,), 129), ((3, 5), 200), ((4096,), 1408), ((1000,), 5120)]
@@ -115,6 +116,28 @@ def test_fp8_store_saturates_like_torchs_cast(implementation, dtype):
     np.testing.assert_array_equal(saved, testing.fp8_round(y))
 
 
+@pytest.mark.parametrize("hidden", [24, 5000], ids=["one_tile", "swept_rows"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16], ids=str)
+@pytest.mark.parametrize("implementation", ["xla", *KERNELS])
+def test_scaled_fp8_store_compiled(rng, implementation, dtype, hidden):
+    """Compiled: the row scales are the reference's bits (a product), the scaled copy
+    within one e4m3 step of it (a GPU's reciprocal may round a tie the other way), NaN
+    where the input has NaN."""
+    impl = _dispatch.XLA if implementation == "xla" else _dispatch.kernel(implementation[7:])
+    y = np.asarray(rng.standard_normal((64, 2, hidden)) * rng.uniform(1e-3, 1e3, (64, 1, 1)))
+    y[:8, :, :18] = np.asarray(fp8_edge_input(jnp.float32))[:, :, :18]
+    y = jnp.asarray(y, dtype)
+    forward = jax.jit(lambda y: impl.forward(y, None, None, Options(), save_fp8="scaled")[1:])
+    q, scale = forward(y)
+    expected_q, expected_scale = testing.fp8_scaled_cast(y, "stacked")
+    np.testing.assert_array_equal(np.asarray(scale), expected_scale)
+    q, expected_q = np.asarray(q, np.float64), expected_q.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(q), np.isnan(expected_q))
+    step = np.maximum(np.abs(expected_q) * 2.0**-3, 2.0**-9)
+    assert np.all(np.abs(q - expected_q)[~np.isnan(q)] <= step[~np.isnan(q)])
+    assert np.mean(q[~np.isnan(q)] != expected_q[~np.isnan(q)]) <= 1e-3
+
+
 @pytest.mark.parametrize("variant", ["bias", "weighted_bias"])
 @pytest.mark.parametrize("implementation", ["auto", "xla", *KERNELS])
 def test_bitwise_repeatable(rng, implementation, variant):
@@ -168,7 +191,9 @@ def _relative_error(a, b):
 
 
 @pytest.mark.large
-@pytest.mark.parametrize("fp8_input_store", [False, True], ids=["plain", "fp8_store"])
+@pytest.mark.parametrize(
+    "fp8_input_store", [False, True, "scaled"], ids=["plain", "fp8_store", "scaled_fp8_store"]
+)
 @pytest.mark.parametrize("implementation", ["auto", *KERNELS])
 def test_above_2_to_the_31_elements(implementation, fp8_input_store):
     """bfloat16 weighted + bias, y of more than 2^31 elements: the kernels against XLA on
@@ -192,5 +217,5 @@ def test_above_2_to_the_31_elements(implementation, fp8_input_store):
     assert testing.relative_error(results[0][tail], out_tail) <= testing.tolerance(jnp.bfloat16)
     dy_tail = testing.swiglu_backward(
         np.asarray(g[tail]), y_tail, bias_np, w_tail, fp8_input_store=fp8_input_store
-    )["y"]
+    )["y"]  # (a row's scale comes from the row alone: the tail's are the whole input's)
     assert testing.relative_error(results[1][tail], dy_tail) <= testing.tolerance(jnp.bfloat16)

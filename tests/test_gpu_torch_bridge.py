@@ -31,10 +31,11 @@ def test_zero_copy_on_cuda():
     assert _exchange.to_torch(array).data_ptr() == array.unsafe_buffer_pointer()
 
 
-def test_correct_on_cuda():
+@pytest.mark.parametrize("fp8_input_store", [True, "scaled"])
+def test_correct_on_cuda(fp8_input_store):
     y = torch.randn(1000, 2 * 1408, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     b = torch.randn(2 * 1408, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    out = tb.bias_swiglu(y, b, fp8_input_store=True)
+    out = tb.bias_swiglu(y, b, fp8_input_store=fp8_input_store)
     assert out.device == y.device
     error = testing.relative_error(out.float().cpu().detach().numpy(), reference(y.detach(), b))
     assert error <= testing.tolerance("bfloat16")

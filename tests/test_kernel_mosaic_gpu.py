@@ -93,8 +93,8 @@ def check(actual, expected, dtype, name):
 
 
 def check_kernels(rng, variant, rows, hidden, dtype, options, config=None, save_fp8=False):
-    """Forward (and its fp8 copy) and backward on random inputs against
-    ``swiglu_jax.testing``."""
+    """Forward (and its fp8 copy: ``save_fp8`` False, True or "scaled") and backward on
+    random inputs against ``swiglu_jax.testing``."""
     inputs = make_inputs(rng, variant, rows, hidden, dtype)
     check_inputs(inputs, dtype, options, config=config, save_fp8=save_fp8)
 
@@ -103,23 +103,36 @@ def check_inputs(inputs, dtype, options, config=None, save_fp8=False):
     """Forward (and its fp8 copy) and backward of ``(y, bias, weights, g)``."""
     y, bias, weights, g = inputs
     opts = Options(**options)
-    out, y_fp8 = run_kernel(
+    out, y_fp8, y_scale = run_kernel(
         mosaic_gpu.forward, y, bias, weights, opts, save_fp8=save_fp8, config=config
     )
     expected = testing.swiglu_forward(y, bias, weights, layout="stacked", **options)
     check(out, expected, dtype, "out")
 
     saved = y
+    expected_q, expected_scale = testing.fp8_scaled_cast(y, "stacked")
     if save_fp8:
         assert y_fp8.dtype == jnp.float8_e4m3fn and y_fp8.shape == y.shape
-        exact = testing.fp8_cast(y)
+        exact = expected_q if save_fp8 == "scaled" else testing.fp8_cast(y)
         np.testing.assert_array_equal(np.asarray(y_fp8).view(np.uint8), exact.view(np.uint8))
         saved = y_fp8
     else:
         assert y_fp8 is None
+    if save_fp8 == "scaled":
+        np.testing.assert_array_equal(np.asarray(y_scale), expected_scale)
+    else:
+        assert y_scale is None
 
     dy, dbias, dweights = run_kernel(
-        mosaic_gpu.backward, g, saved, bias, weights, opts, dy_dtype=dtype, config=config
+        mosaic_gpu.backward,
+        g,
+        saved,
+        bias,
+        weights,
+        opts,
+        dy_dtype=dtype,
+        y_scale=y_scale,
+        config=config,
     )
     grads = testing.swiglu_backward(
         g, y, bias, weights, layout="stacked", fp8_input_store=save_fp8, **options
@@ -175,6 +188,18 @@ def test_fp8_store_float32_ragged(rng):
     check_kernels(rng, "bias", 7, 3, jnp.float32, OPTIONS["gpt_oss"], save_fp8=True)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_scaled_fp8_store(rng, variant):
+    # Several blocks in both dimensions, ragged: the scales come from whole rows.
+    config = SMALL_BLOCKS
+    check_kernels(rng, variant, 130, 72, jnp.bfloat16, OPTIONS["gpt_oss"], config, "scaled")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16])
+def test_scaled_fp8_store_dtypes_ragged(rng, dtype):
+    check_kernels(rng, "weighted_bias", 7, 3, dtype, OPTIONS["clamp"], save_fp8="scaled")
+
+
 @seed(SEED)
 @examples(0.12)
 @given(
@@ -189,7 +214,7 @@ def test_fp8_store_float32_ragged(rng):
         block_rows=st.sampled_from([64, 128]),
         block_hidden=st.sampled_from([32, 48, 64]),
     ),
-    save_fp8=st.booleans(),
+    save_fp8=st.sampled_from([False, True, "scaled"]),
 )
 def test_any_blocks(data_seed, rows, hidden, dtype, variant, options, config, save_fp8):
     """Every legal block shape gives the same answers: interior, ragged and single blocks."""
@@ -200,8 +225,10 @@ def test_any_blocks(data_seed, rows, hidden, dtype, variant, options, config, sa
 def test_no_rows_launches_nothing():
     y = jnp.zeros((0, 2, 8), jnp.bfloat16)
     bias, weights = jnp.zeros((2, 8), jnp.float32), jnp.zeros((0, 1), jnp.float32)
-    out, y_fp8 = mosaic_gpu.forward(y, bias, weights, Options(), save_fp8=True)
+    out, y_fp8, _ = mosaic_gpu.forward(y, bias, weights, Options(), save_fp8=True)
     assert out.shape == (0, 8) and y_fp8.shape == (0, 2, 8)
+    _, y_fp8, y_scale = mosaic_gpu.forward(y, bias, weights, Options(), save_fp8="scaled")
+    assert y_fp8.shape == (0, 2, 8) and y_scale.shape == (0, 1)
     dy, dbias, dweights = mosaic_gpu.backward(
         out, y, bias, weights, Options(), dy_dtype=jnp.bfloat16
     )
@@ -238,7 +265,7 @@ def test_default_config(rows, hidden, dtype):
     assert config.block_hidden <= max(mosaic_gpu.HIDDEN_ALIGN, hidden + 15)
 
 
-@pytest.mark.parametrize("save_fp8", [False, True], ids=["plain", "fp8"])
+@pytest.mark.parametrize("save_fp8", [False, True, "scaled"], ids=["plain", "fp8", "scaled"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_lowers_for_cuda(variant, save_fp8):
     """Lowering runs the whole Pallas -> Mosaic GPU pipeline (layouts, TMA descriptors)
@@ -248,9 +275,11 @@ def test_lowers_for_cuda(variant, save_fp8):
     opts = Options(**OPTIONS["gpt_oss"])
 
     def run(y, bias, weights, g):
-        out, y_fp8 = mosaic_gpu.forward(y, bias, weights, opts, save_fp8=save_fp8)
+        out, y_fp8, y_scale = mosaic_gpu.forward(y, bias, weights, opts, save_fp8=save_fp8)
         saved = y_fp8 if save_fp8 else y
-        return out, mosaic_gpu.backward(g, saved, bias, weights, opts, dy_dtype=dtype)
+        return out, mosaic_gpu.backward(
+            g, saved, bias, weights, opts, dy_dtype=dtype, y_scale=y_scale
+        )
 
     lowered = jax.jit(run).trace(y, bias, weights, g).lower(lowering_platforms=("cuda",))
     assert lowered.as_text().count("mosaic_gpu") >= 2

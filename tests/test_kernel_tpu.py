@@ -89,31 +89,57 @@ def assert_sum_close(actual, expected, abs_sum, dtype):
     assert error <= testing.tolerance(dtype), f"error {error} relative to the sum of |terms|"
 
 
-def check(rng, rows, hidden, dtype, variant, *, config=None, save_fp8=False, cores=2):
+def check(
+    rng, rows, hidden, dtype, variant, *, config=None, save_fp8=False, cores=2, give_scale=False
+):
     """Forward and backward of ``variant`` against the float64 reference, on ``cores``
-    simulated cores, without races."""
+    simulated cores, without races. ``save_fp8``: False, True or "scaled" (the row scales
+    given to the kernel with ``give_scale``)."""
     has_bias, has_weights, kwargs = VARIANTS[variant]
     y, bias, weights, g = make_inputs(rng, rows, hidden, dtype, has_bias, has_weights)
     opts = Options(**kwargs)
     ref = dict(bias=bias, weights=weights, layout="stacked", **kwargs)
+    scaled = save_fp8 == "scaled"
+    expected_q, expected_scale = testing.fp8_scaled_cast(y, "stacked")
+    given = jnp.asarray(expected_scale) if give_scale else None
 
-    out, y_fp8 = run_kernel(
-        tpu.forward, y, bias, weights, opts, save_fp8=save_fp8, config=config, cores=cores
+    out, y_fp8, y_scale = run_kernel(
+        tpu.forward,
+        y,
+        bias,
+        weights,
+        opts,
+        save_fp8=save_fp8,
+        y_scale=given,
+        config=config,
+        cores=cores,
     )
     assert out.shape == (rows, hidden)
     assert_close(out, testing.swiglu_forward(y, **ref), dtype)
     if save_fp8:
         assert y_fp8.dtype == FP8 and y_fp8.shape == y.shape
-        np.testing.assert_array_equal(
-            np.asarray(y_fp8).view(np.uint8), testing.fp8_cast(y).view(np.uint8)
-        )
+        exact = expected_q if scaled else testing.fp8_cast(y)
+        np.testing.assert_array_equal(np.asarray(y_fp8).view(np.uint8), exact.view(np.uint8))
         y_saved = y_fp8
     else:
         assert y_fp8 is None
         y_saved = y
+    if scaled:
+        np.testing.assert_array_equal(np.asarray(y_scale), expected_scale)
+    else:
+        assert y_scale is None
 
     dy, dbias, dweights = run_kernel(
-        tpu.backward, g, y_saved, bias, weights, opts, dy_dtype=dtype, config=config, cores=cores
+        tpu.backward,
+        g,
+        y_saved,
+        bias,
+        weights,
+        opts,
+        dy_dtype=dtype,
+        y_scale=y_scale,
+        config=config,
+        cores=cores,
     )
     grads = testing.swiglu_backward(g, y, fp8_input_store=save_fp8, **ref)
     assert dy.shape == y.shape
@@ -125,7 +151,7 @@ def check(rng, rows, hidden, dtype, variant, *, config=None, save_fp8=False, cor
         assert dbias is None
     if has_weights:
         assert dweights.shape == weights.shape
-        y_ref = testing.fp8_round(y) if save_fp8 else y
+        y_ref = testing.fp8_round(y, save_fp8, "stacked") if save_fp8 else y
         h = testing.swiglu_forward(y_ref, **{**ref, "weights": None})
         abs_sum = np.abs(h * testing.to_float64(g)).sum(axis=-1, keepdims=True)
         assert_sum_close(dweights, grads["weights"], abs_sum, weights.dtype)
@@ -162,6 +188,39 @@ def test_save_fp8(rng, dtype, shape_and_config):
     check(rng, rows, hidden, dtype, "gpt_oss", config=config, save_fp8=True)
 
 
+# The scaled store: whole rows in a block (the maximum fused), split and stacked, with
+# and without the k axis; rows over several blocks (an XLA maximum first).
+SCALED_CASES = {
+    "split_whole_rows": ((70, 256), BlockConfig(block_rows=32, block_hidden=256)),
+    "stacked_whole_rows": ((70, 200), BlockConfig(block_rows=32, block_hidden=256)),
+    "split_multi_block": SPLIT_MULTI_BLOCK,
+    "stacked_multi_block": STACKED_MULTI_BLOCK,
+    "default_config": ((37, 256), None),
+}
+
+
+@pytest.mark.parametrize("case", SCALED_CASES)
+@pytest.mark.parametrize("variant", ["plain", "gpt_oss"])
+def test_scaled_fp8_store(rng, variant, case):
+    (rows, hidden), config = SCALED_CASES[case]
+    check(rng, rows, hidden, jnp.bfloat16, variant, config=config, save_fp8="scaled")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scaled_fp8_store_with_given_scales(rng, dtype):
+    (rows, hidden), config = SPLIT_MULTI_BLOCK
+    check(rng, rows, hidden, dtype, "gpt_oss", config=config, save_fp8="scaled", give_scale=True)
+
+
+def test_scaled_default_config_takes_whole_rows_that_fit():
+    for hidden, whole in ((256, True), (4096, True), (14336, False), (300, True)):
+        config = tpu.default_config(4096, hidden, jnp.bfloat16, whole_rows=True)
+        assert (config.block_hidden == hidden) == whole, hidden
+        per_element = tpu._bytes_per_block_element(hidden, 2)
+        if whole:
+            assert config.block_rows * hidden * per_element <= tpu.VMEM_BLOCK_BUDGET
+
+
 # The race detector's sweep: every variant's accumulations (the weights gradient across
 # hidden blocks, the bias partials per row block, the split path's k axis and scratch)
 # on more cores than row blocks, as many, and fewer.
@@ -181,6 +240,14 @@ def test_race_sweep(rng, case, cores):
     check(rng, rows, hidden, jnp.bfloat16, "gpt_oss", config=config, save_fp8=True, cores=cores)
 
 
+@pytest.mark.parametrize("cores", [2, 4])
+@pytest.mark.parametrize("case", ["split_whole_rows", "stacked_whole_rows"])
+def test_race_sweep_scaled(rng, case, cores):
+    """The fused row scales: written at k == 0, read back at k == 1."""
+    (rows, hidden), config = SCALED_CASES[case]
+    check(rng, rows, hidden, jnp.bfloat16, "gpt_oss", config=config, save_fp8="scaled", cores=cores)
+
+
 @seed(SEED)
 @examples(0.12)
 @given(
@@ -194,7 +261,7 @@ def test_race_sweep(rng, case, cores):
         block_rows=st.sampled_from([8, 16, 32, 64]),
         block_hidden=st.sampled_from([128, 256]),
     ),
-    save_fp8=st.booleans(),
+    save_fp8=st.sampled_from([False, True, "scaled"]),
 )
 def test_any_blocks(data_seed, rows, hidden, dtype, variant, config, save_fp8):
     """Any block shape (rounded to legal TPU blocks) gives the same answers, without
@@ -212,7 +279,7 @@ def test_bfloat16_input_float32_weights_and_bias(rng):
     y, _, weights, g = make_inputs(rng, 37, 256, jnp.bfloat16, False, True)
     bias = jnp.asarray(rng.standard_normal((2, 256)), jnp.float32)
     opts = Options(clamp_value=7.0, alpha=1.702, linear_offset=1.0)
-    out, _ = run_kernel(tpu.forward, y, bias, weights, opts, save_fp8=False)
+    out, _, _ = run_kernel(tpu.forward, y, bias, weights, opts, save_fp8=False)
     assert out.dtype == jnp.bfloat16
     expected = testing.swiglu_forward(
         y, bias, weights, clamp_value=7.0, alpha=1.702, linear_offset=1.0, layout="stacked"
@@ -225,8 +292,10 @@ def test_bfloat16_input_float32_weights_and_bias(rng):
 def test_empty():
     y = jnp.zeros((0, 2, 5), jnp.bfloat16)
     bias, weights = jnp.zeros((2, 5), jnp.float32), jnp.zeros((0, 1), jnp.float32)
-    out, y_fp8 = tpu.forward(y, bias, weights, Options(), save_fp8=True, interpret=True)
+    out, y_fp8, _ = tpu.forward(y, bias, weights, Options(), save_fp8=True, interpret=True)
     assert out.shape == (0, 5) and y_fp8.shape == (0, 2, 5) and y_fp8.dtype == FP8
+    _, y_fp8, y_scale = tpu.forward(y, bias, weights, Options(), save_fp8="scaled")
+    assert y_fp8.shape == (0, 2, 5) and y_scale.shape == (0, 1)
     g = jnp.zeros((0, 5), jnp.bfloat16)
     dy, dbias, dweights = tpu.backward(
         g, y, bias, weights, Options(), dy_dtype=jnp.bfloat16, interpret=True
@@ -279,9 +348,12 @@ def test_lowers_for_tpu(variant, hidden):
     weights = jax.ShapeDtypeStruct((rows, 1), jnp.float32) if has_weights else None
     g = jax.ShapeDtypeStruct((rows, hidden), dtype)
     y_fp8 = jax.ShapeDtypeStruct(y.shape, FP8)
-    for save_fp8 in (False, True):
+    y_scale = jax.ShapeDtypeStruct((rows, 1), jnp.float32)
+    for save_fp8 in (False, True, "scaled"):
         forward = lambda y, b, w, s=save_fp8: tpu.forward(y, b, w, opts, save_fp8=s)
         assert lowers_for_tpu(forward, y, bias, weights)
-    for saved in (y, y_fp8):
-        backward = lambda g, y, b, w: tpu.backward(g, y, b, w, opts, dy_dtype=dtype)
-        assert lowers_for_tpu(backward, g, saved, bias, weights)
+    forward = lambda y, b, w, s: tpu.forward(y, b, w, opts, save_fp8="scaled", y_scale=s)
+    assert lowers_for_tpu(forward, y, bias, weights, y_scale)
+    for saved, scale in ((y, None), (y_fp8, None), (y_fp8, y_scale)):
+        backward = lambda g, y, b, w, s: tpu.backward(g, y, b, w, opts, dy_dtype=dtype, y_scale=s)
+        assert lowers_for_tpu(backward, g, saved, bias, weights, scale)

@@ -50,10 +50,15 @@ def reference_options(opts: Options) -> dict:
     )
 
 
-def check(rng, rows, hidden, dtype, variant, opts, config, save_fp8):
+def check(rng, rows, hidden, dtype, variant, opts, config, save_fp8, *, give_scale=False):
+    """Forward (and its fp8 copy: ``save_fp8`` False, True or "scaled", its row scales
+    given to the kernel with ``give_scale``) and backward against the reference."""
     y, bias, weights, g = make(rng, rows, hidden, dtype, *VARIANTS[variant])
-    out, y_fp8 = kernels.forward(
-        y, bias, weights, opts, save_fp8=save_fp8, interpret=True, config=config
+    scaled = save_fp8 == "scaled"
+    expected_q, expected_scale = testing.fp8_scaled_cast(y, "stacked")
+    given = jnp.asarray(expected_scale) if give_scale else None
+    out, y_fp8, y_scale = kernels.forward(
+        y, bias, weights, opts, save_fp8=save_fp8, y_scale=given, interpret=True, config=config
     )
     ref = reference_options(opts)
     assert out.dtype == y.dtype and out.shape == (rows, hidden)
@@ -61,12 +66,26 @@ def check(rng, rows, hidden, dtype, variant, opts, config, save_fp8):
     assert testing.relative_error(out, expected) <= testing.tolerance(dtype)
     saved = y
     if save_fp8:
-        np.testing.assert_array_equal(np.asarray(y_fp8), testing.fp8_cast(y))
+        exact = expected_q if scaled else testing.fp8_cast(y)
+        np.testing.assert_array_equal(np.asarray(y_fp8).view(np.uint8), exact.view(np.uint8))
         saved = y_fp8
     else:
         assert y_fp8 is None
+    if scaled:
+        assert y_scale.dtype == jnp.float32
+        np.testing.assert_array_equal(np.asarray(y_scale), expected_scale)
+    else:
+        assert y_scale is None
     dy, dbias, dweights = kernels.backward(
-        g, saved, bias, weights, opts, dy_dtype=dtype, interpret=True, config=config
+        g,
+        saved,
+        bias,
+        weights,
+        opts,
+        dy_dtype=dtype,
+        y_scale=y_scale,
+        interpret=True,
+        config=config,
     )
     grads = testing.swiglu_backward(g, y, bias, weights, fp8_input_store=save_fp8, **ref)
     assert dy.dtype == dtype and dy.shape == y.shape
@@ -100,6 +119,37 @@ def test_fp8_store_in_the_forward_pass(rng, dtype, variant):
     check(rng, 21, 24, dtype, variant, OPTIONS["gpt_oss"], SMALL_TILES, save_fp8=True)
 
 
+# Whole rows in one tile (one read of y), several hidden blocks swept twice, ragged both.
+SCALED_CASES = {
+    "one_block": (21, 24, None),
+    "swept": (21, 40, SMALL_TILES),
+    "swept_ragged": (37, 129, BlockConfig(block_rows=4, block_hidden=32)),
+}
+
+
+@pytest.mark.parametrize("case", SCALED_CASES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_scaled_fp8_store(rng, variant, case):
+    rows, hidden, config = SCALED_CASES[case]
+    check(rng, rows, hidden, jnp.bfloat16, variant, OPTIONS["gpt_oss"], config, "scaled")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+def test_scaled_fp8_store_with_given_scales(rng, dtype):
+    """The scales of a row sharded over devices come from the caller: usual tiles."""
+    check(
+        rng,
+        21,
+        40,
+        dtype,
+        "weighted_bias",
+        OPTIONS["clamp"],
+        SMALL_TILES,
+        "scaled",
+        give_scale=True,
+    )
+
+
 @seed(SEED)
 @examples(0.2)
 @given(
@@ -114,7 +164,7 @@ def test_fp8_store_in_the_forward_pass(rng, dtype, variant):
         block_rows=st.sampled_from([2, 4, 8, 16, 64]),
         block_hidden=st.sampled_from([16, 32, 64, 256]),
     ),
-    save_fp8=st.booleans(),
+    save_fp8=st.sampled_from([False, True, "scaled"]),
 )
 def test_any_tiles(data_seed, rows, hidden, dtype, variant, options, config, save_fp8):
     """Every legal tile shape gives the same answers: interior, ragged and single tiles
@@ -125,8 +175,10 @@ def test_any_tiles(data_seed, rows, hidden, dtype, variant, options, config, sav
 
 def test_zero_rows():
     y = jnp.zeros((0, 2, 8), jnp.bfloat16)
-    out, y_fp8 = kernels.forward(y, None, None, Options(), save_fp8=True, interpret=True)
+    out, y_fp8, _ = kernels.forward(y, None, None, Options(), save_fp8=True, interpret=True)
     assert out.shape == (0, 8) and y_fp8.shape == (0, 2, 8)
+    _, y_fp8, y_scale = kernels.forward(y, None, None, Options(), save_fp8="scaled")
+    assert y_fp8.shape == (0, 2, 8) and y_scale.shape == (0, 1)
     bias, weights = jnp.ones((2, 8)), jnp.ones((0, 1))
     dy, dbias, dweights = kernels.backward(
         jnp.zeros((0, 8), jnp.bfloat16),
@@ -156,15 +208,20 @@ def test_default_config_serves_all_sizes():
             assert reducing.block_rows >= min(64, kernels.next_power_of_2(rows))
 
 
+@pytest.mark.parametrize("save_fp8", [True, "scaled"])
+@pytest.mark.parametrize("hidden", [129, 5000])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_lowers_for_cuda(rng, variant):
-    """Forward (with the fp8 store) and backward become Triton custom calls for CUDA."""
-    y, bias, weights, g = make(rng, 37, 129, jnp.bfloat16, *VARIANTS[variant])
+def test_lowers_for_cuda(rng, variant, hidden, save_fp8):
+    """Forward (with the fp8 store, plain or scaled: one tile or swept rows) and backward
+    become Triton custom calls for CUDA."""
+    y, bias, weights, g = make(rng, 37, hidden, jnp.bfloat16, *VARIANTS[variant])
     opts = OPTIONS["gpt_oss"]
 
     def forward_and_backward(y, bias, weights, g):
-        out, y_fp8 = kernels.forward(y, bias, weights, opts, save_fp8=True)
-        return out, kernels.backward(g, y_fp8, bias, weights, opts, dy_dtype=y.dtype)
+        out, y_fp8, y_scale = kernels.forward(y, bias, weights, opts, save_fp8=save_fp8)
+        return out, kernels.backward(
+            g, y_fp8, bias, weights, opts, dy_dtype=y.dtype, y_scale=y_scale
+        )
 
     text = exported_text(forward_and_backward, y, bias, weights, g, platform="cuda")
     assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2

@@ -8,17 +8,40 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 
+import jax
+import jax.numpy as jnp
 import memory
+import pytest
+
+import swiglu_jax as sj
 
 
 def test_fp8_store_shrinks_the_compiled_step():
     layers, rows, features, hidden = 3, 512, 128, 384
     temps = {}
-    for name in ("plain", "fp8 store"):
+    for name in ("plain", "fp8 store", "scaled fp8 store"):
         step, args = memory.jax_step(layers, rows, features, hidden, memory.VARIANTS[name])
         temps[name] = step.lower(*args).compile().memory_analysis().temp_size_in_bytes
-    # Each layer saves its (rows, 2 hidden) input in 1 byte instead of 2 (at least).
-    assert temps["plain"] - temps["fp8 store"] >= 0.9 * layers * rows * 2 * hidden, temps
+    # Each layer saves its (rows, 2 hidden) input in 1 byte instead of 2 (at least); the
+    # scaled store adds a float32 scale per row.
+    saved = layers * rows * 2 * hidden
+    assert temps["plain"] - temps["fp8 store"] >= 0.9 * saved, temps
+    assert temps["plain"] - temps["scaled fp8 store"] >= 0.9 * saved - 4 * layers * rows, temps
+
+
+@pytest.mark.parametrize("layout", ["split", "stacked"])
+def test_scaled_fp8_store_saves_its_copy_and_one_float32_per_row(layout):
+    """What the backward holds (the VJP's residuals): the float8 copy and a float32
+    scale per token, under half the bfloat16 input's bytes plus 4 per row."""
+    lead, hidden = (6, 5), 256
+    shape = (*lead, 2, hidden) if layout == "stacked" else (*lead, 2 * hidden)
+    y = jnp.ones(shape, jnp.bfloat16)
+    _, vjp = jax.vjp(lambda y: sj.swiglu(y, fp8_input_store="scaled", layout=layout), y)
+    residuals = jax.tree.leaves(vjp)
+    assert sorted(x.dtype.name for x in residuals) == ["float32", "float8_e4m3fn"]
+    assert [x.shape for x in residuals if x.dtype == jnp.float32] == [(*lead, 1)]
+    rows = 6 * 5
+    assert sum(x.nbytes for x in residuals) <= y.nbytes / 2 + 4 * rows
 
 
 def test_variant_figures_on_cpu():

@@ -24,6 +24,7 @@ OPTION_CASES = {
     "plain": {},
     "gpt_oss": GPT_OSS,
     "fp8_store": {"fp8_input_store": True},
+    "scaled_fp8_store": {"fp8_input_store": "scaled"},
     "interpret": {"implementation": "interpret"},
 }
 

@@ -1,5 +1,5 @@
-"""Special values, large magnitudes, the fp8 store beyond its range, and inputs left as
-they were: for XLA and every kernel backend in interpret mode."""
+"""Special values, large magnitudes, the fp8 store beyond its range (plain and scaled),
+and inputs left as they were: for XLA and every kernel backend in interpret mode."""
 
 from __future__ import annotations
 
@@ -37,9 +37,11 @@ def assert_same_special_values(actual, expected):
 SPECIALS = [np.nan, np.inf, -np.inf, 0.0, 1.0, -2.0, 50.0, -50.0, 1000.0, -1000.0]
 
 
-# XLA with and without clamp and fp8 store; each kernel backend with one of each.
-SPECIAL_VALUE_CASES = [("auto", c, f) for c in (None, 3.0) for f in (False, True)]
-SPECIAL_VALUE_CASES += [(i, c, f) for i in INTERPRETED for c, f in ((None, True), (3.0, False))]
+# XLA with and without clamp and fp8 stores; each kernel backend with one of each.
+SPECIAL_VALUE_CASES = [("auto", c, f) for c in (None, 3.0) for f in (False, True, "scaled")]
+SPECIAL_VALUE_CASES += [
+    (i, c, f) for i in INTERPRETED for c, f in ((None, True), (3.0, False), (None, "scaled"))
+]
 
 
 @pytest.mark.parametrize("implementation,clamp_value,fp8_input_store", SPECIAL_VALUE_CASES)
@@ -47,7 +49,8 @@ def test_nan_and_inf_propagate_as_the_formula_says(implementation, clamp_value, 
     """Special values follow IEEE arithmetic of the formula, forward and backward: a NaN
     anywhere in a pair makes its output NaN; an infinite gate gives inf * sigmoid or NaN
     (-inf * 0); a clamp bounds infinities but lets NaN through, gradients included. With
-    the fp8 store the backward sees the saturated input (+-inf and +-1000 as +-448)."""
+    the fp8 store the backward sees the saturated input (+-inf and +-1000 as +-448); with
+    the scaled one, +-inf as the row's largest finite magnitude, NaN kept."""
     specials = np.array(SPECIALS, np.float32)
     gate, up = np.meshgrid(specials, specials)
     y = jnp.asarray(np.concatenate([gate.reshape(-1, 1), up.reshape(-1, 1)], axis=-1))
@@ -145,12 +148,96 @@ def test_fp8_store_saturates_like_torchs_cast(implementation, dtype):
     against torch in test_torch_bridge.py)."""
     y = fp8_edge_input(dtype)
     forward = FP8_IMPLEMENTATIONS[implementation].forward
-    _, y_fp8 = forward(y, None, None, Options(), save_fp8=True)
+    _, y_fp8, _ = forward(y, None, None, Options(), save_fp8=True)
     assert y_fp8.dtype == jnp.float8_e4m3fn
     saved = np.asarray(y_fp8, np.float64)
     np.testing.assert_array_equal(saved, testing.fp8_round(y))
     assert np.nanmax(np.abs(saved)) == testing.FP8_MAX
     assert np.isnan(saved).sum() == np.isnan(np.asarray(y, np.float64)).sum()  # NaN only
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("implementation", FP8_IMPLEMENTATIONS)
+def test_scaled_fp8_store_of_edge_values(implementation, dtype):
+    """Each row scaled by its largest finite magnitude over 448: no finite value
+    saturates, infinities become that magnitude, NaN stays NaN, an all-zero row (and one
+    of infinities and NaN only) gets scale 1; bit for bit the reference's."""
+    edges = np.asarray(fp8_edge_input(dtype), np.float32)
+    rows = np.concatenate([edges[:2], np.zeros((1, 2, edges.shape[-1]), np.float32)])
+    rows[2, 0, :3] = [np.inf, np.nan, -np.inf]
+    y = jnp.asarray(rows, dtype)
+    forward = FP8_IMPLEMENTATIONS[implementation].forward
+    _, q, scale = forward(y, None, None, Options(), save_fp8="scaled")
+    expected_q, expected_scale = testing.fp8_scaled_cast(y, "stacked")
+    assert q.dtype == jnp.float8_e4m3fn and scale.dtype == jnp.float32 and scale.shape == (3, 1)
+    np.testing.assert_array_equal(np.asarray(q).view(np.uint8), expected_q.view(np.uint8))
+    np.testing.assert_array_equal(np.asarray(scale), expected_scale)
+    finite_max = np.nanmax(np.where(np.isfinite(rows[0]), np.abs(rows[0]), 0))
+    assert expected_scale[0, 0] == np.float32(np.float32(finite_max) * np.float32(1 / 448))
+    assert expected_scale[2, 0] == 1.0
+    restored = testing.fp8_round(y, "scaled", "stacked")
+    # Values in e4m3's normal range once scaled (>= 2^-6) round by at most 2^-4.
+    normal = np.isfinite(rows) & (np.abs(rows) >= 2.0**-6 * expected_scale[..., None])
+    ratio = restored[normal] / rows[normal]
+    assert np.all(np.abs(ratio - 1) <= 2**-4)  # nothing saturated
+    np.testing.assert_array_equal(np.isnan(restored), np.isnan(rows))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("implementation", ["xla", *INTERPRETED])
+def test_scaled_fp8_store_gives_no_nan_up_to_the_dtype_max(rng, implementation, dtype):
+    """Rows reaching the largest finite value of the dtype (float32's included, where
+    ``448 * scale`` must not overflow) differentiate without NaN or infinity."""
+    biggest = float(jnp.finfo(dtype).max)
+    y = rng.standard_normal((8, 2 * 16)).astype(np.float32)
+    y[:, 0], y[:, 17] = biggest, -biggest
+    y[1, :] = 0.0  # and a row of zeros
+    y = jnp.asarray(y, dtype)
+    f = lambda y: sj.swiglu(y, fp8_input_store="scaled", implementation=implementation)
+    out, vjp = jax.vjp(f, y)
+    (dy,) = vjp(jnp.ones_like(out))
+    assert not np.isnan(np.asarray(dy, np.float32)).any()
+    # Finite wherever the exact gradient fits the dtype with room to spare.
+    expected = testing.swiglu_backward(np.ones(out.shape), y, fp8_input_store="scaled")["y"]
+    assert np.isfinite(np.asarray(dy, np.float32)[np.abs(expected) < biggest / 2]).all()
+
+
+def outlier_input(rng, rows=64, hidden=32):
+    """Small values (about 1e-3) everywhere, and in every 16th row an outlier pair of
+    1e4 (a gate and its linear partner): the plain cast saturates the outliers at 448
+    and flushes the small values to e4m3's subnormals or zero."""
+    y = 1e-3 * rng.standard_normal((rows, 2 * hidden))
+    for row in range(0, rows, 16):
+        column = rng.integers(hidden)
+        y[row, column], y[row, hidden + column] = 1e4, -1e4
+    return y.astype(np.float32)
+
+
+@pytest.mark.parametrize("implementation", ["xla", *INTERPRETED])
+def test_scaled_fp8_store_beats_the_plain_cast_on_outliers(rng, implementation):
+    """Gradients against the exact (float64, unrounded) reference: the scaled store keeps
+    e4m3's relative precision, overall and on rows without outliers; the plain cast
+    loses the outliers and the small values."""
+    y = jnp.asarray(outlier_input(rng))
+    w = jnp.asarray(rng.uniform(0.5, 1.0, (y.shape[0], 1)), jnp.float32)
+    g = jnp.asarray(rng.standard_normal((y.shape[0], y.shape[1] // 2)), jnp.float32)
+    exact = testing.swiglu_backward(g, y, weights=w)
+    errors = {}
+    for store in (True, "scaled"):
+        f = lambda y, w, s=store: sj.weighted_swiglu(
+            y, w, fp8_input_store=s, implementation=implementation
+        )
+        dy, dw = jax.vjp(f, y, w)[1](g)
+        plain_rows = np.ones(y.shape[0], bool)
+        plain_rows[::16] = False  # rows without outliers
+        errors[store] = (
+            testing.relative_error(dy, exact["y"]),
+            testing.relative_error(np.asarray(dy)[plain_rows], exact["y"][plain_rows]),
+            testing.relative_error(dw, exact["weights"]),
+        )
+    for scaled, plain in zip(errors["scaled"], errors[True], strict=True):
+        assert scaled <= 0.1, errors  # e4m3: 3 mantissa bits, 2^-4 relative rounding
+        assert plain >= 10 * scaled, errors
 
 
 def buffers(tree) -> set[int]:

@@ -192,6 +192,34 @@ def test_fp8_store_and_offload(rng, axis_type):
 
 
 @needs_8
+@pytest.mark.parametrize("implementation", ["auto", "interpret", "xla"])
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+@pytest.mark.parametrize(
+    "tokens", [("data", "seq"), ("data", None, "model"), ("data", "seq", "model")], ids=str
+)
+def test_scaled_fp8_store(rng, implementation, axis_type, tokens):
+    """The scaled store's row maxima span the hidden shards: an all-reduce of one float32
+    per token in the forward where ``H`` is sharded, none otherwise, and no data moves;
+    the results are the unsharded ones (a per-shard scale would round differently)."""
+    the_mesh = mesh(axis_type)
+    plain, sharded, _ = sharded_inputs(
+        rng, "weighted_bias", the_mesh, tokens, 128, layout="stacked"
+    )
+    options = dict(layout="stacked", fp8_input_store="scaled", implementation=implementation)
+    f = forward_and_vjp("weighted_bias", **options)
+    assert_equal_to_unsharded(f, plain, sharded, the_mesh)
+    with jax.set_mesh(the_mesh):
+        assert not collectives(f, *sharded) & set(MOVES)
+
+        def saved(y, bias, weights, g):  # the forward, with what it saves
+            _, vjp = jax.vjp(lambda *a: apply("weighted_bias", *a, **options), y, bias, weights)
+            return jax.tree.leaves(vjp)
+
+        reduces = {"all-reduce"} if len(tokens) > 2 else set()
+        assert collectives(saved, *sharded) == reduces
+
+
+@needs_8
 @pytest.mark.parametrize("implementation", ["interpret:tpu", "interpret:mosaic_gpu"])
 def test_kernels_with_side_effects_stay_correct(rng, implementation):
     """The TPU and Mosaic GPU interpreters call back into Python in order, which

@@ -61,8 +61,8 @@ def call(variant, y, b, w, **options):
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"clamp_value": 1.5}, GPT_OSS, {"fp8_input_store": True}],
-    ids=["default", "clamp", "gpt_oss", "fp8"],
+    [{}, {"clamp_value": 1.5}, GPT_OSS, {"fp8_input_store": True}, {"fp8_input_store": "scaled"}],
+    ids=["default", "clamp", "gpt_oss", "fp8", "scaled_fp8"],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -194,6 +194,62 @@ def test_fp8_reference_is_torchs_cast(dtype):
     assert np.isnan(testing.fp8_round(y.float().numpy()[nan])).all()
 
 
+def test_scaled_fp8_store_saves_the_copy_and_its_row_scales(gen):
+    """The Functions and Megatron's entry point save the scaled float8 copy and one
+    float32 scale per row, the reference's bits; offloading keeps the scales on the
+    device."""
+    y, b, w = make(gen, (6, 4, 32), torch.bfloat16, bias=True, weights=True)
+    expected_q, expected_scale = testing.fp8_scaled_cast(numpy(y).reshape(-1, 32))
+    for fn in (
+        lambda: tb.weighted_swiglu(y, w, bias=b, fp8_input_store="scaled"),
+        lambda: tb.bias_swiglu_impl(y, b, "scaled", False),
+        lambda: tb.SwiGLU(32, fp8_input_store="scaled")(y, weights=w),
+    ):
+        out, saved = saved_tensors(fn)
+        (q,) = [t for t in saved if t is not None and t.dtype == torch.float8_e4m3fn]
+        (scale,) = [t for t in saved if t is not None and t.shape == (24, 1)]
+        np.testing.assert_array_equal(q.view(torch.uint8).numpy(), expected_q.view(np.uint8))
+        np.testing.assert_array_equal(scale.numpy(), expected_scale)
+        assert not [
+            t
+            for t in saved
+            if t is not None and t.dtype == torch.bfloat16 and t.numel() == y.numel()
+        ]
+        out.float().sum().backward()
+
+
+def test_scaled_fp8_store_matches_the_jax_op(gen):
+    """The bridge's gradients are the JAX op's (the same kernels through DLPack)."""
+    import jax
+    import jax.numpy as jnp
+
+    import swiglu_jax as sj
+
+    y, b, w = make(gen, (16, 64), torch.float32, bias=True, weights=True)
+    out = tb.weighted_swiglu(y, w, bias=b, fp8_input_store="scaled", **GPT_OSS)
+    g = torch.randn(out.shape, generator=gen)
+    out.backward(g)
+    args = [jnp.asarray(numpy(x), jnp.float32) for x in (y, w, b)]
+    f = lambda y, w, b: sj.weighted_swiglu(y, w, bias=b, fp8_input_store="scaled", **GPT_OSS)
+    expected_out, vjp = jax.vjp(f, *args)
+    expected = vjp(jnp.asarray(g.numpy()))
+    assert testing.relative_error(numpy(out), expected_out) <= 1e-6
+    for grad, want in zip((y.grad, w.grad, b.grad), expected, strict=True):
+        assert testing.relative_error(numpy(grad), want) <= 1e-6
+
+
+def test_scaled_fp8_store_compiles_like_eager(gen):
+    y = (2 * torch.randn(8, 32, generator=gen)).requires_grad_()
+    f = lambda y: tb.swiglu(y, fp8_input_store="scaled")
+    results = []
+    for fn in (f, torch.compile(f, fullgraph=True)):
+        out = fn(y)
+        (grad,) = torch.autograd.grad(out.sum(), y)
+        results.append((out.detach(), grad))
+    for eager, compiled in zip(*results, strict=True):
+        assert torch.equal(eager, compiled)
+
+
 @needs_saturating_cast
 def test_fp8_input_store_saves_torchs_cast():
     """Values beyond the e4m3 range, infinities and NaN: the saved copy is what
@@ -313,10 +369,19 @@ def test_opcheck():
     y, b = torch.randn(5, 8, generator=gen), torch.randn(8, generator=gen)
     w, g = torch.rand(5, 1, generator=gen), torch.randn(5, 4, generator=gen)
     forward, backward = torch.ops.swiglu_jax.forward.default, torch.ops.swiglu_jax.backward.default
-    for args in ((y, b, w, None, 1.0, 0.0, True), (y, None, None, 1.5, 1.702, 1.0, False)):
+    for args in (
+        (y, b, w, None, 1.0, 0.0, "cast"),
+        (y, None, None, 1.5, 1.702, 1.0, "none"),
+        (y, b, w, None, 1.0, 0.0, "scaled"),
+    ):
         torch.library.opcheck(forward, args)
     torch.library.opcheck(backward, (g, y, b, w, 1.5, 1.0, 0.0))
     torch.library.opcheck(backward, (g, y, None, None, None, 1.0, 0.0))
+    # The scaled copy and its scales; test_schema perturbs inputs with arithmetic that
+    # torch has no float8 kernels for.
+    _, q, scale = forward(y, b, w, None, 1.0, 0.0, "scaled")
+    checks = ("test_faketensor", "test_autograd_registration", "test_aot_dispatch_dynamic")
+    torch.library.opcheck(backward, (g, q, b, w, None, 1.0, 0.0, scale), test_utils=checks)
 
 
 def test_torch_compile_fullgraph_trains_like_eager():

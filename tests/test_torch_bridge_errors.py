@@ -114,7 +114,15 @@ BAD_VALUES = {
         "string": ("1", TypeError, NAMES_IT + "must be a number"),
     },
     "linear_offset": {"inf": (float("inf"), ValueError, NAMES_IT + "must be finite")},
-    "fp8_input_store": FLAG,
+    "fp8_input_store": {
+        "Scaled": (
+            "Scaled",
+            ValueError,
+            NAMES_IT + "must be False, True or 'scaled', got 'Scaled'",
+        ),
+        "int": (1, TypeError, NAMES_IT + "must be a bool or 'scaled', got 1"),
+        "None": (None, TypeError, NAMES_IT + "must be a bool or 'scaled', got None"),
+    },
     "cpu_offload_input": FLAG,
     "bias_features": {
         "odd": (3, ValueError, NAMES_IT + "must be even and positive"),

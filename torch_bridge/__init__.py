@@ -95,6 +95,19 @@ def _check_flag(fn: str, name: str, value) -> bool:
     return value
 
 
+def _check_fp8_store(fn: str, value) -> bool | str:
+    """``fp8_input_store``: ``False``, ``True`` or ``"scaled"``."""
+    if isinstance(value, str):
+        if value != "scaled":
+            raise ValueError(
+                f"{fn}: fp8_input_store must be False, True or 'scaled', got {value!r}"
+            )
+        return value
+    if not isinstance(value, bool):
+        raise TypeError(f"{fn}: fp8_input_store must be a bool or 'scaled', got {value!r}")
+    return value
+
+
 def _required(fn: str, name: str, x):
     if x is None:
         raise TypeError(f"{fn}: {name} is required, got None")
@@ -144,7 +157,8 @@ def swiglu(y, *, clamp_value=None, alpha=1.0, linear_offset=0.0, fp8_input_store
 
     With swiglu_jax's options: ``act(a) = a * sigmoid(alpha * a)``, ``b + linear_offset``,
     ``clamp_value`` as in :func:`swiglu_jax.swiglu`; ``fp8_input_store`` saves the input for
-    the backward as float8_e4m3fn.
+    the backward as float8_e4m3fn: ``True`` with Megatron's cast, ``"scaled"`` with a
+    float32 scale per row saved beside it (:func:`swiglu_jax.swiglu`).
     """
     options = (clamp_value, alpha, linear_offset)
     return SwiGLUFunction.apply(y, fp8_input_store, False, *options, ("swiglu", "y"))
@@ -211,12 +225,15 @@ class _SwiGLUFunctionBase(torch.autograd.Function):
         fn, input_name = caller
         lead = _check(fn, input, bias, weights, y_name=input_name)
         options = _check_options(fn, *options)
-        fp8_input_store = _check_flag(fn, "fp8_input_store", fp8_input_store)
+        fp8_input_store = _check_fp8_store(fn, fp8_input_store)
         cpu_offload_input = _check_flag(fn, "cpu_offload_input", cpu_offload_input)
-        out, y_fp8 = _ops.forward(_rows(input), bias, _flat(weights), *options, fp8_input_store)
+        fp8_store = _ops.FP8_STORES[fp8_input_store]
+        out, y_fp8, y_scale = _ops.forward(_rows(input), bias, _flat(weights), *options, fp8_store)
         # The tensors themselves, not views made here (in no-grad mode, which would make
         # a later in-place change of the input fail at once rather than at backward).
         saved = y_fp8 if fp8_input_store else input
+        # The scaled copy's row scales (4 bytes a row) stay on the device when offloading.
+        y_scale = y_scale if fp8_input_store == "scaled" else None
         ctx.offloaded = None
         if cpu_offload_input:
             for tensor in (saved, bias):  # Megatron's marks, kept for its tools
@@ -224,18 +241,19 @@ class _SwiGLUFunctionBase(torch.autograd.Function):
                     tensor.activation_offloading = True
             if saved.is_cuda:  # (a tensor in host memory stays where it is)
                 ctx.offloaded, saved = _offload.Offloaded(saved), None
-        ctx.save_for_backward(saved, bias, weights)
+        ctx.save_for_backward(saved, y_scale, bias, weights)
         ctx.options, ctx.input_shape = options, input.shape
         ctx.weights_shape = None if weights is None else weights.shape
         return out.reshape(*lead, out.shape[-1])
 
     @staticmethod
     def _backward(ctx, grad_output):
-        saved, bias, weights = ctx.saved_tensors
+        saved, y_scale, bias, weights = ctx.saved_tensors
         if ctx.offloaded is not None:
             saved = ctx.offloaded.restore()
+        g = _rows(grad_output).contiguous()
         dy, dbias, dweights = _ops.backward(
-            _rows(grad_output).contiguous(), _rows(saved), bias, _flat(weights), *ctx.options
+            g, _rows(saved), bias, _flat(weights), *ctx.options, y_scale
         )
         return (
             dy.reshape(ctx.input_shape),
@@ -409,7 +427,7 @@ class SwiGLU(torch.nn.Module):
             fp8_input_store=fp8_input_store,
         )
         _check_options("SwiGLU", clamp_value, alpha, linear_offset)
-        _check_flag("SwiGLU", "fp8_input_store", fp8_input_store)
+        _check_fp8_store("SwiGLU", fp8_input_store)
         self.bias = None
         if bias_features is not None:
             if isinstance(bias_features, bool) or not isinstance(bias_features, int):

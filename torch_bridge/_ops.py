@@ -5,8 +5,10 @@ autograd formula registered (for users of ``torch.ops.swiglu_jax`` directly; the
 own functions are autograd Functions over :func:`forward` and :func:`backward`).
 
 Shapes are the bridge's canonical ones: ``y`` is ``(N, 2H)`` (``[gate | up]``), ``bias``
-``(2H,)``, ``weights`` ``(N, 1)``, ``g`` ``(N, H)``. Absent optional outputs are empty
-tensors (custom ops return tensors, not ``None``).
+``(2H,)``, ``weights`` and the scaled fp8 store's row scales ``y_scale`` ``(N, 1)``, ``g``
+``(N, H)``. Absent optional outputs are empty tensors (custom ops return tensors, not
+``None``). The fp8 store is a string, ``fp8_store`` (a schema has no bool-or-string type):
+``"none"``, ``"cast"`` (``fp8_input_store=True``) or ``"scaled"``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from torch_bridge import _direct
 from torch_bridge._exchange import to_jax_all, to_torch
 
 FP8 = torch.float8_e4m3fn
+# fp8_input_store -> the ops' fp8_store, and back to what swiglu_jax's kernels take.
+FP8_STORES = {False: "none", True: "cast", "scaled": "scaled"}
+SAVE_FP8 = {store: option for option, store in FP8_STORES.items()}
 
 # JAX launches its kernels on its own stream, which a torch CUDA graph cannot capture:
 # the tag makes inductor's CUDA-graph partitioning (torch._inductor.config.graph_partition)
@@ -31,16 +36,17 @@ _TAGS = (torch.Tag.cudagraph_unsafe,) if hasattr(torch.Tag, "cudagraph_unsafe") 
 
 
 @functools.cache
-def _jax_forward(clamp_value, alpha, linear_offset, save_fp8):
-    opts = Options(clamp_value, alpha, linear_offset)
+def _jax_forward(clamp_value, alpha, linear_offset, fp8_store):
+    save_fp8 = SAVE_FP8[fp8_store]
+    opts = Options(clamp_value, alpha, linear_offset, save_fp8)
 
     @jax.jit
     def forward(y, bias, weights):
         rows = y.shape[0]
         y3 = y.reshape(rows, 2, y.shape[1] // 2)  # not -1: rows may be 0
         bias = None if bias is None else bias.reshape(2, -1)
-        out, y_fp8 = _dispatch.call("forward", opts, y3, bias, weights, save_fp8=save_fp8)
-        return out, (None if y_fp8 is None else y_fp8.reshape(y.shape))
+        out, y_fp8, y_scale = _dispatch.call("forward", opts, y3, bias, weights, save_fp8=save_fp8)
+        return out, (None if y_fp8 is None else y_fp8.reshape(y.shape)), y_scale
 
     return forward
 
@@ -50,7 +56,7 @@ def _jax_backward(clamp_value, alpha, linear_offset):
     opts = Options(clamp_value, alpha, linear_offset)
 
     @jax.jit
-    def backward(g, y, bias, weights):
+    def backward(g, y, bias, weights, y_scale):
         rows = y.shape[0]
         bias2 = None if bias is None else bias.reshape(2, -1)
         dy, dbias, dweights = _dispatch.call(
@@ -61,6 +67,7 @@ def _jax_backward(clamp_value, alpha, linear_offset):
             bias2,
             weights,
             dy_dtype=g.dtype,
+            y_scale=y_scale,
         )
         return dy.reshape(y.shape), (None if dbias is None else dbias.reshape(-1)), dweights
 
@@ -85,17 +92,23 @@ def _forward_impl(
     clamp_value: float | None,
     alpha: float,
     linear_offset: float,
-    save_fp8: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns ``(out, y_fp8)``; ``y_fp8`` is empty unless ``save_fp8``."""
-    if y.is_cuda and _direct.active():  # launch on torch's stream where it can
+    fp8_store: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns ``(out, y_fp8, y_scale)``; ``y_fp8`` is empty for ``fp8_store="none"``,
+    ``y_scale`` (float32) unless ``"scaled"``."""
+    if y.is_cuda and _direct.active() and fp8_store != "scaled":  # on torch's stream
+        save_fp8 = fp8_store == "cast"
         direct = _direct.forward(y, bias, weights, clamp_value, alpha, linear_offset, save_fp8)
         if direct is not None:
-            return direct
-    fn = _jax_forward(clamp_value, alpha, linear_offset, save_fp8)
+            return (*direct, _empty(y, torch.float32))
+    fn = _jax_forward(clamp_value, alpha, linear_offset, fp8_store)
     with _precision(y, bias, weights):
-        out, y_fp8 = fn(*to_jax_all(y, bias, weights))
-    return to_torch(out), (to_torch(y_fp8) if save_fp8 else _empty(y, FP8))
+        out, y_fp8, y_scale = fn(*to_jax_all(y, bias, weights))
+    return (
+        to_torch(out),
+        _empty(y, FP8) if y_fp8 is None else to_torch(y_fp8),
+        _empty(y, torch.float32) if y_scale is None else to_torch(y_scale),
+    )
 
 
 forward_op = torch.library.custom_op(
@@ -104,10 +117,13 @@ forward_op = torch.library.custom_op(
 
 
 @forward_op.register_fake
-def _(y, bias, weights, clamp_value, alpha, linear_offset, save_fp8):
+def _(y, bias, weights, clamp_value, alpha, linear_offset, fp8_store):
     rows, two_h = y.shape
-    y_fp8 = y.new_empty((rows, two_h), dtype=FP8) if save_fp8 else _empty(y, FP8)
-    return y.new_empty((rows, two_h // 2)), y_fp8
+    saves = fp8_store != "none"
+    y_fp8 = y.new_empty((rows, two_h), dtype=FP8) if saves else _empty(y, FP8)
+    scaled = fp8_store == "scaled"
+    y_scale = y.new_empty((rows, 1), dtype=torch.float32) if scaled else _empty(y, torch.float32)
+    return y.new_empty((rows, two_h // 2)), y_fp8, y_scale
 
 
 def _backward_impl(
@@ -118,16 +134,18 @@ def _backward_impl(
     clamp_value: float | None,
     alpha: float,
     linear_offset: float,
+    y_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns ``(dy, dbias, dweights)`` in the dtypes of ``g``, ``bias`` and
-    ``weights``; the last two are empty when absent. ``y`` may be the fp8 copy."""
-    if y.is_cuda and _direct.active():
+    ``weights``; the last two are empty when absent. ``y`` may be the fp8 copy, scaled
+    by the float32 ``(N, 1)`` ``y_scale`` where given."""
+    if y.is_cuda and _direct.active() and y_scale is None:
         direct = _direct.backward(g, y, bias, weights, clamp_value, alpha, linear_offset)
         if direct is not None:
             return direct
     fn = _jax_backward(clamp_value, alpha, linear_offset)
     with _precision(g, y, bias, weights):
-        dy, dbias, dweights = fn(*to_jax_all(g, y, bias, weights))
+        dy, dbias, dweights = fn(*to_jax_all(g, y, bias, weights, y_scale))
     return (
         to_torch(dy),
         _empty(g) if bias is None else to_torch(dbias),
@@ -141,7 +159,7 @@ backward_op = torch.library.custom_op(
 
 
 @backward_op.register_fake
-def _(g, y, bias, weights, clamp_value, alpha, linear_offset):
+def _(g, y, bias, weights, clamp_value, alpha, linear_offset, y_scale=None):
     return (
         g.new_empty(y.shape),
         _empty(g) if bias is None else torch.empty_like(bias),
@@ -150,15 +168,17 @@ def _(g, y, bias, weights, clamp_value, alpha, linear_offset):
 
 
 def _setup_context(ctx, inputs, output):
-    y, bias, weights, clamp_value, alpha, linear_offset, save_fp8 = inputs
-    _, y_fp8 = output
-    ctx.save_for_backward(y_fp8 if save_fp8 else y, bias, weights)
+    y, bias, weights, clamp_value, alpha, linear_offset, fp8_store = inputs
+    _, y_fp8, y_scale = output
+    saved = y if fp8_store == "none" else y_fp8
+    ctx.save_for_backward(saved, y_scale if fp8_store == "scaled" else None, bias, weights)
     ctx.options = (clamp_value, alpha, linear_offset)
 
 
-def _backward(ctx, grad_out, grad_fp8):
-    saved, bias, weights = ctx.saved_tensors
-    dy, dbias, dweights = backward_op(grad_out.contiguous(), saved, bias, weights, *ctx.options)
+def _backward(ctx, grad_out, grad_fp8, grad_scale):
+    saved, y_scale, bias, weights = ctx.saved_tensors
+    g = grad_out.contiguous()
+    dy, dbias, dweights = backward_op(g, saved, bias, weights, *ctx.options, y_scale)
     return (
         dy,
         None if bias is None else dbias,

@@ -15,6 +15,12 @@ needs 16-byte aligned row strides, so a hidden size that is not a multiple of
 ``HIDDEN_ALIGN`` is padded with zeros inside the functions (one extra copy, only then).
 TMA coordinates are per dimension, so arrays of more than 2**31 elements are safe.
 
+Scaled fp8 store: an instance holds at most 256 columns of a row, so the row maxima come
+from an XLA reduction before the forward kernel (``_math.row_amax``: a second read of
+``y``, one float32 written per row); the kernel reads each row's scale beside the
+token weights and quantizes in the same pass that computes the output. The Triton
+kernels, first on CUDA, fuse the maximum too.
+
 Reductions without a second pass: the backward writes per-row-block partial sums of
 ``dy`` for ``dbias``, ``(cdiv(N, block_rows), 2, H)`` in float32, and per-hidden-block
 partial sums of ``h * g`` for ``dweights``, ``(cdiv(H, block_hidden), N)`` in float32
@@ -105,12 +111,14 @@ def _check_dtypes(*dtypes) -> None:
 # ----------------------------------------------------------------------------- kernels
 
 
-def _unpack(refs, *, has_bias, has_weights):
-    """Splits the leading optional refs: ``(bias or None, weights or None, rest)``."""
+def _unpack(refs, *, has_bias, has_weights, has_scale):
+    """Splits the leading optional refs: ``(bias, weights, y_scale, rest)``, ``None``
+    for those absent."""
     refs = list(refs)
     bias = refs.pop(0) if has_bias else None
     weights = refs.pop(0) if has_weights else None
-    return bias, weights, refs
+    scale = refs.pop(0) if has_scale else None
+    return bias, weights, scale, refs
 
 
 def _load_tile(smem):
@@ -137,9 +145,12 @@ def _load_broadcast(smem, shape, kept_axis):
     return plgpu.layout_cast(lax.broadcast_in_dim(vector, shape, (kept_axis,)), _LAYOUT)
 
 
-def _load_halves(y_smem, bias_smem):
-    """The gate and linear tiles in float32 with the bias added, in the WGMMA layout."""
+def _load_halves(y_smem, bias_smem, scale=None):
+    """The gate and linear tiles in float32 with the bias added, in the WGMMA layout;
+    ``y`` the scaled fp8 copy where its broadcast ``scale`` is given."""
     a, b = _load_tile(y_smem.at[0]), _load_tile(y_smem.at[1])
+    if scale is not None:
+        a, b = _math.from_scaled_fp8(a, scale), _math.from_scaled_fp8(b, scale)
     if bias_smem is not None:
         a = a + _load_broadcast(bias_smem.at[0], a.shape, 1)
         b = b + _load_broadcast(bias_smem.at[1], b.shape, 1)
@@ -162,13 +173,17 @@ def _tile_slices(block_rows, block_hidden):
 def _forward_kernel(y_gmem, *refs, opts, has_bias, has_weights, save_fp8, blocks):
     """``out[rows, cols] = swiglu(y[rows, :, cols])``; with ``save_fp8`` also the fp8 copy.
 
-    Refs, after ``y``: ``bias (2, H)`` and ``weights (N,)`` (float32, when present), then
-    ``out (N, H)``, ``y_fp8 (N, 2, H)`` (when ``save_fp8``), then the scratch.
+    Refs, after ``y``: ``bias (2, H)``, ``weights (N,)`` and, for ``"scaled"``, ``y_scale
+    (N,)`` (float32, when present), then ``out (N, H)``, ``y_fp8 (N, 2, H)`` (when
+    ``save_fp8``), then the scratch.
     """
-    bias_gmem, weights_gmem, refs = _unpack(refs, has_bias=has_bias, has_weights=has_weights)
+    scaled = save_fp8 == "scaled"
+    bias_gmem, weights_gmem, scale_gmem, refs = _unpack(
+        refs, has_bias=has_bias, has_weights=has_weights, has_scale=scaled
+    )
     out_gmem = refs.pop(0)
     fp8_gmem = refs.pop(0) if save_fp8 else None
-    y_smem, bias_smem, weights_smem, out_smem, fp8_smem, barrier = refs
+    y_smem, bias_smem, weights_smem, scale_smem, out_smem, fp8_smem, barrier = refs
     bias_smem = bias_smem if has_bias else None
     rows, cols = _tile_slices(*blocks)
 
@@ -177,6 +192,8 @@ def _forward_kernel(y_gmem, *refs, opts, has_bias, has_weights, save_fp8, blocks
         copies.append((bias_gmem.at[:, cols], bias_smem))
     if has_weights:
         copies.append((weights_gmem.at[rows], weights_smem))
+    if scaled:
+        copies.append((scale_gmem.at[rows], scale_smem))
     for src, dst in copies:
         plgpu.copy_gmem_to_smem(src, dst, barrier)
     plgpu.barrier_wait(barrier)
@@ -184,7 +201,11 @@ def _forward_kernel(y_gmem, *refs, opts, has_bias, has_weights, save_fp8, blocks
     a, b = _load_halves(y_smem, bias_smem)
     weights = _load_broadcast(weights_smem, a.shape, 0) if has_weights else None
     _store(out_smem, _math.forward(a, b, weights, opts).astype(out_smem.dtype))
-    if save_fp8:
+    if scaled:
+        scale = _load_broadcast(scale_smem, a.shape, 0)
+        for half in (0, 1):
+            _store(fp8_smem.at[half], _math.to_scaled_fp8(_load_tile(y_smem.at[half]), scale))
+    elif save_fp8:
         for half in (0, 1):
             # Through float32: Hopper converts only 32-bit floats to float8 directly.
             fp8_smem[half] = _math.to_fp8(y_smem[half].astype(jnp.float32))
@@ -207,19 +228,32 @@ def _in_bounds_mask(shape, rows_total, cols_total, blocks):
 
 
 def _backward_kernel(
-    g_gmem, y_gmem, *refs, opts, has_bias, has_weights, blocks, rows_total, cols_total
+    g_gmem,
+    y_gmem,
+    *refs,
+    opts,
+    has_bias,
+    has_weights,
+    has_scale,
+    blocks,
+    rows_total,
+    cols_total,
 ):
     """``dy[rows, :, cols]`` and the partial sums of this tile for ``dbias``/``dweights``.
 
-    Refs, after ``g`` and ``y``: ``bias (2, H)`` and ``weights (N,)`` (float32, when
-    present), then ``dy (N, 2, H)``, ``dbias_partial (row blocks, 2, H_blocks)`` and
-    ``dweights_partial (hidden blocks, N_blocks)`` (when present), then the scratch.
+    Refs, after ``g`` and ``y``: ``bias (2, H)``, ``weights (N,)`` and ``y_scale (N,)``
+    (float32, when present), then ``dy (N, 2, H)``, ``dbias_partial (row blocks, 2,
+    H_blocks)`` and ``dweights_partial (hidden blocks, N_blocks)`` (when present), then
+    the scratch.
     """
-    bias_gmem, weights_gmem, refs = _unpack(refs, has_bias=has_bias, has_weights=has_weights)
+    bias_gmem, weights_gmem, scale_gmem, refs = _unpack(
+        refs, has_bias=has_bias, has_weights=has_weights, has_scale=has_scale
+    )
     dy_gmem = refs.pop(0)
     dbias_gmem = refs.pop(0) if has_bias else None
     dweights_gmem = refs.pop(0) if has_weights else None
-    g_smem, y_smem, bias_smem, weights_smem, dy_smem, dbias_smem, dweights_smem, barrier = refs
+    g_smem, y_smem, bias_smem, weights_smem, scale_smem, *refs = refs
+    dy_smem, dbias_smem, dweights_smem, barrier = refs
     bias_smem = bias_smem if has_bias else None
     rows, cols = _tile_slices(*blocks)
 
@@ -229,12 +263,15 @@ def _backward_kernel(
         copies.append((bias_gmem.at[:, cols], bias_smem))
     if has_weights:
         copies.append((weights_gmem.at[rows], weights_smem))
+    if has_scale:
+        copies.append((scale_gmem.at[rows], scale_smem))
     for src, dst in copies:
         plgpu.copy_gmem_to_smem(src, dst, barrier)
     plgpu.barrier_wait(barrier)
 
     g = _load_tile(g_smem)
-    a, b = _load_halves(y_smem, bias_smem)
+    scale = _load_broadcast(scale_smem, g.shape, 0) if has_scale else None
+    a, b = _load_halves(y_smem, bias_smem, scale)
     weights = _load_broadcast(weights_smem, a.shape, 0) if has_weights else None
     da, db, h = _math.backward(g, a, b, weights, opts)
     _store(dy_smem.at[0], da.astype(dy_smem.dtype))
@@ -320,8 +357,12 @@ def _prepare(y, bias, weights, config):
     return y, bias, weights, blocks, grid, pad
 
 
-def forward(y, bias, weights, opts: Options, *, save_fp8, interpret=False, config=None):
-    """Returns ``(out (N, H) in y.dtype, y_fp8 (N, 2, H) float8_e4m3fn or None)``.
+def forward(
+    y, bias, weights, opts: Options, *, save_fp8, y_scale=None, interpret=False, config=None
+):
+    """Returns ``(out (N, H) in y.dtype, y_fp8 (N, 2, H) float8_e4m3fn or None, y_scale
+    (N, 1) float32 or None)``; the scaled store's ``y_scale`` from an XLA reduction
+    unless given (module doc).
 
     ``interpret``: ``True`` or a ``plgpu.InterpretGPUParams`` (race detection, say) runs
     Pallas' GPU interpreter instead of the compiled kernel. Raises
@@ -329,9 +370,13 @@ def forward(y, bias, weights, opts: Options, *, save_fp8, interpret=False, confi
     """
     _check_dtypes(y.dtype)
     rows, _, hidden = y.shape
+    scaled = save_fp8 == "scaled"
     if rows == 0:
         out = jnp.zeros((0, hidden), y.dtype)
-        return out, (jnp.zeros(y.shape, FP8_DTYPE) if save_fp8 else None)
+        y_fp8 = jnp.zeros(y.shape, FP8_DTYPE) if save_fp8 else None
+        return out, y_fp8, (jnp.zeros((0, 1), jnp.float32) if scaled else None)
+    if scaled and y_scale is None:
+        y_scale = _math.scale_from_amax(_math.row_amax(y))
     dtype = y.dtype
     y, bias, weights, blocks, grid, pad = _prepare(y, bias, weights, config)
     padded = y.shape[-1]
@@ -346,9 +391,10 @@ def forward(y, bias, weights, opts: Options, *, save_fp8, interpret=False, confi
         _smem((2, *tile), dtype),
         _smem((2, block_hidden), jnp.float32, has_bias),
         _smem((block_rows,), jnp.float32, has_weights),
+        _smem((block_rows,), jnp.float32, scaled),
         _smem(tile, dtype),
-        _smem((2, *tile), FP8_DTYPE, save_fp8),
-        plgpu.Barrier(num_arrivals=2 + has_bias + has_weights),
+        _smem((2, *tile), FP8_DTYPE, bool(save_fp8)),
+        plgpu.Barrier(num_arrivals=2 + has_bias + has_weights + scaled),
     ]
     body = functools.partial(
         _forward_kernel,
@@ -358,7 +404,8 @@ def forward(y, bias, weights, opts: Options, *, save_fp8, interpret=False, confi
         save_fp8=save_fp8,
         blocks=blocks,
     )
-    operands = [x for x in (y, bias, weights) if x is not None]
+    scale = None if y_scale is None else y_scale.reshape(rows)
+    operands = [x for x in (y, bias, weights, scale) if x is not None]
     cost = _cost(operands, out_type, flops_per_element=10)
     results = _launch(
         body,
@@ -374,14 +421,17 @@ def forward(y, bias, weights, opts: Options, *, save_fp8, interpret=False, confi
     y_fp8 = None
     if save_fp8:
         y_fp8 = results[1][:, :, :hidden] if pad else results[1]
-    return out, y_fp8
+    return out, y_fp8, y_scale
 
 
-def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, config=None):
+def backward(
+    g, y, bias, weights, opts: Options, *, dy_dtype, y_scale=None, interpret=False, config=None
+):
     """Returns ``(dy (N, 2, H) in dy_dtype, dbias (2, H) or None, dweights (N, 1) or None)``.
 
-    ``y`` may be the ``float8_e4m3fn`` copy saved by the forward. Raises
-    ``NotImplementedError`` for float64 (or other unsupported) inputs.
+    ``y`` may be the ``float8_e4m3fn`` copy saved by the forward, scaled by the ``(N,
+    1)`` float32 ``y_scale`` where given. Raises ``NotImplementedError`` for float64 (or
+    other unsupported) inputs.
     """
     dy_dtype = jnp.dtype(dy_dtype)
     _check_dtypes(g.dtype, dy_dtype, *([] if y.dtype == FP8_DTYPE else [y.dtype]))
@@ -400,7 +450,7 @@ def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, c
         g = jnp.pad(g, ((0, 0), (0, pad)))
     padded = y.shape[-1]
     block_rows, block_hidden = blocks
-    has_bias, has_weights = bias is not None, weights is not None
+    has_bias, has_weights, has_scale = bias is not None, weights is not None, y_scale is not None
 
     out_type = [jax.ShapeDtypeStruct((rows, 2, padded), dy_dtype)]
     if has_bias:  # Padded to whole blocks: every TMA store of a partial lands in bounds.
@@ -413,21 +463,24 @@ def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, c
         _smem((2, *tile), y.dtype),
         _smem((2, block_hidden), jnp.float32, has_bias),
         _smem((block_rows,), jnp.float32, has_weights),
+        _smem((block_rows,), jnp.float32, has_scale),
         _smem((2, *tile), dy_dtype),
         _smem((2, block_hidden), jnp.float32, has_bias),
         _smem((block_rows,), jnp.float32, has_weights),
-        plgpu.Barrier(num_arrivals=3 + has_bias + has_weights),
+        plgpu.Barrier(num_arrivals=3 + has_bias + has_weights + has_scale),
     ]
     body = functools.partial(
         _backward_kernel,
         opts=opts,
         has_bias=has_bias,
         has_weights=has_weights,
+        has_scale=has_scale,
         blocks=blocks,
         rows_total=rows,
         cols_total=hidden,
     )
-    operands = [x for x in (g, y, bias, weights) if x is not None]
+    scale = None if y_scale is None else y_scale.reshape(rows)
+    operands = [x for x in (g, y, bias, weights, scale) if x is not None]
     cost = _cost(operands, out_type, flops_per_element=20)
     results = list(
         _launch(

@@ -20,6 +20,13 @@ Layout. ``y`` arrives as ``(N, 2, H)``; its minor dims ``(2, H)`` tile badly on 
 Edges. Edge blocks read unspecified values past ``N`` or ``H`` and drop out-of-bounds
 writes, so only the reductions mask: ``dbias`` rows, ``dweights`` columns.
 
+Scaled fp8 store: the row scales need each row's maximum before any of it is quantized.
+The forward takes whole rows per block (``block_hidden = H``) where 32 such rows fit the
+VMEM budget (``H`` up to about 5700 in bfloat16, 3800 in float32): the kernel then
+computes the maximum from the blocks it has loaded, in the one pass. Wider rows get an
+XLA reduction first (``_math.row_amax``: a second read of ``y``), whose scales the kernel
+reads as it quantizes, as it does with scales the caller gives.
+
 Reductions, in the same pass as ``dy``: ``dbias`` as float32 partial sums per row
 block, ``(row_blocks, 2, H)``, summed afterwards by XLA (a ``1 / block_rows`` sized
 array); ``dweights`` accumulated in a float32 ``(N, 1)`` output block that stays
@@ -106,18 +113,22 @@ def _bytes_per_block_element(hidden: int, itemsize: int) -> int:
     return io + 4 * F32_TEMPORARIES
 
 
-def default_config(rows: int, hidden: int, dtype) -> BlockConfig:
+def default_config(rows: int, hidden: int, dtype, *, whole_rows: bool = False) -> BlockConfig:
     """Blocks of at most ``MAX_BLOCK_ROWS x MAX_BLOCK_HIDDEN`` whose double-buffered
     working set fits ``VMEM_BLOCK_BUDGET``, in every variant and direction.
 
     Wide blocks keep DMAs long (the kernels are HBM-bound); the row count then fills
     the budget, in multiples of the fp8 sublane tile (32) so the same config serves
-    the fp8 copy.
+    the fp8 copy. With ``whole_rows``, blocks span all of ``H`` where 32 rows of it fit
+    the budget (the scaled fp8 store's forward: see the module doc).
     """
     itemsize = min(np.dtype(dtype).itemsize, 4)
-    block_hidden = _block_hidden(hidden, MAX_BLOCK_HIDDEN)
-    per_row = block_hidden * _bytes_per_block_element(hidden, itemsize)
     fp8_tile = _sublane_tile(FP8_DTYPE)
+    block_hidden = _block_hidden(hidden, MAX_BLOCK_HIDDEN)
+    whole_row_bytes = fp8_tile * hidden * _bytes_per_block_element(hidden, itemsize)
+    if whole_rows and whole_row_bytes <= VMEM_BLOCK_BUDGET:
+        block_hidden = hidden
+    per_row = block_hidden * _bytes_per_block_element(hidden, itemsize)
     block_rows = max(fp8_tile, min(MAX_BLOCK_ROWS, VMEM_BLOCK_BUDGET // per_row))
     block_rows = block_rows // fp8_tile * fp8_tile
     return BlockConfig(block_rows=min(rows, block_rows) or 1, block_hidden=block_hidden)
@@ -249,9 +260,12 @@ def _bias_half(refs, half: int):
     return refs[0][pl.ds(half, 1), :]
 
 
-def _load_halves(y_refs, bias_refs):
-    """The gate and linear halves of ``y + bias`` in float32, as ``_xla._halves``."""
+def _load_halves(y_refs, bias_refs, scale=None):
+    """The gate and linear halves of ``y + bias`` in float32, as ``_xla._halves``; ``y``
+    the scaled fp8 copy where its ``(rows, 1)`` ``scale`` is given."""
     a, b = (_half(y_refs, h).astype(COMPUTE_DTYPE) for h in (0, 1))
+    if scale is not None:
+        a, b = _math.from_scaled_fp8(a, scale), _math.from_scaled_fp8(b, scale)
     if bias_refs is not None:
         a = a + _bias_half(bias_refs, 0).astype(COMPUTE_DTYPE)
         b = b + _bias_half(bias_refs, 1).astype(COMPUTE_DTYPE)
@@ -269,30 +283,64 @@ def _cast_into(dst_ref, src_ref):
     dst_ref[...] = src_ref[...].astype(dst_ref.dtype)
 
 
-def _fp8_into(dst_ref, src_ref):
-    dst_ref[...] = _math.to_fp8(src_ref[...].astype(COMPUTE_DTYPE))
+def _fp8_into(dst_ref, src_ref, scale=None):
+    """The fp8 copy of ``src_ref``'s block, divided by the ``(rows, 1)`` ``scale`` if given."""
+    x = src_ref[...].astype(COMPUTE_DTYPE)
+    dst_ref[...] = _math.to_fp8(x) if scale is None else _math.to_scaled_fp8(x, scale)
 
 
-def _forward_kernel(*refs, opts: Options, plan: _Plan, has_bias, has_weights, save_fp8):
+def _row_scale(y_refs):
+    """``(block_rows, 1)``: the scale of each row of the block (both halves, all of ``H``)."""
+    amax = [
+        jnp.max(_math.finite_magnitude(_half(y_refs, h).astype(COMPUTE_DTYPE)), 1, keepdims=True)
+        for h in (0, 1)
+    ]
+    return _math.scale_from_amax(jnp.maximum(*amax))
+
+
+def _forward_kernel(
+    *refs, opts: Options, plan: _Plan, has_bias, has_weights, save_fp8, scale_given
+):
+    """Refs: ``y`` (its halves), ``[bias]``, ``[weights]``, ``[y_scale given]``, then
+    ``out``, ``[y_fp8]``, ``[y_scale computed]``."""
     halves = 2 if plan.split else 1
-    y_refs, bias_refs, w_ref, out_ref, fp8_ref = _take(
-        refs, ((halves,), (halves * has_bias,), int(has_weights), 1, int(save_fp8))
+    scaled = save_fp8 == "scaled"
+    y_refs, bias_refs, w_ref, scale_in_ref, out_ref, fp8_ref, scale_out_ref = _take(
+        refs,
+        (
+            (halves,),
+            (halves * has_bias,),
+            int(has_weights),
+            int(scale_given),
+            1,
+            int(bool(save_fp8)),
+            int(scaled and not scale_given),
+        ),
     )
     k = pl.program_id(2) if plan.split and save_fp8 else None
+    first_step = True if k is None else k == 0
 
-    @_when(True if k is None else k == 0)
+    @_when(first_step)
     def _():
         a, b = _load_halves(y_refs, bias_refs)
         w = None if w_ref is None else w_ref[...].astype(COMPUTE_DTYPE)
         out_ref[...] = _math.forward(a, b, w, opts).astype(out_ref.dtype)
+        if scale_out_ref is not None:  # the block holds whole rows (see forward)
+            scale_out_ref[...] = _row_scale(y_refs)
 
     if not save_fp8:
         return
-    if k is None:
+    scale = None
+    if scaled:  # the output block stays resident across k: read back what k == 0 wrote
+        scale = (scale_in_ref if scale_given else scale_out_ref)[...]
+    if k is not None:  # split: half k of the copy
+        for half, y_ref in enumerate(y_refs):
+            pl.when(k == half)(functools.partial(_fp8_into, fp8_ref, y_ref, scale))
+    elif scale is None:  # stacked, (rows, 2, bh) blocks
         _fp8_into(fp8_ref, y_refs[0])
-        return
-    for half, y_ref in enumerate(y_refs):
-        pl.when(k == half)(functools.partial(_fp8_into, fp8_ref, y_ref))
+    else:  # stacked, each half against the (rows, 1) scale
+        for half in (0, 1):
+            fp8_ref[:, half, :] = _math.to_scaled_fp8(_half(y_refs, half), scale)
 
 
 def _masked(x, plan: _Plan, *, rows: bool, columns: bool):
@@ -310,15 +358,16 @@ def _masked(x, plan: _Plan, *, rows: bool, columns: bool):
     return x if valid is None else jnp.where(valid, x, 0)
 
 
-def _backward_kernel(*refs, opts: Options, plan: _Plan, has_bias, has_weights):
+def _backward_kernel(*refs, opts: Options, plan: _Plan, has_bias, has_weights, has_scale):
     halves = 2 if plan.split else 1
-    g_ref, y_refs, bias_refs, w_ref, dy_ref, dbias_ref, dw_ref, db_scratch = _take(
+    g_ref, y_refs, bias_refs, w_ref, scale_ref, dy_ref, dbias_ref, dw_ref, db_scratch = _take(
         refs,
         (
             1,
             (halves,),
             (halves * has_bias,),
             int(has_weights),
+            int(has_scale),
             1,
             int(has_bias),
             int(has_weights),
@@ -329,7 +378,7 @@ def _backward_kernel(*refs, opts: Options, plan: _Plan, has_bias, has_weights):
 
     @_when(True if k is None else k == 0)
     def _():
-        a, b = _load_halves(y_refs, bias_refs)
+        a, b = _load_halves(y_refs, bias_refs, None if scale_ref is None else scale_ref[...])
         g = g_ref[...].astype(COMPUTE_DTYPE)
         w = None if w_ref is None else w_ref[...].astype(COMPUTE_DTYPE)
         da, db, h = _math.backward(g, a, b, w, opts)
@@ -394,36 +443,50 @@ def _variant_name(base, bias, weights, opts: Options, *suffixes) -> str:
     return "_".join([*parts, *suffixes])
 
 
-def forward(y, bias, weights, opts: Options, *, save_fp8, interpret=False, config=None):
-    """Returns ``(out, y_fp8)``: ``out`` ``(N, H)`` in ``y``'s dtype and, with
-    ``save_fp8``, ``y`` cast to ``float8_e4m3fn`` by the same pass (else ``None``).
+def forward(
+    y, bias, weights, opts: Options, *, save_fp8, y_scale=None, interpret=False, config=None
+):
+    """Returns ``(out, y_fp8, y_scale)``: ``out`` ``(N, H)`` in ``y``'s dtype and, with
+    ``save_fp8``, ``y`` cast to ``float8_e4m3fn`` by the same pass (else ``None``), with
+    its ``(N, 1)`` float32 row scales for ``"scaled"`` (module doc).
 
     Raises ``NotImplementedError`` for float64.
     """
     _check_dtypes(y.dtype, None if bias is None else bias.dtype)
     _check_dtypes(None if weights is None else weights.dtype)
     rows, _, hidden = y.shape
+    scaled = save_fp8 == "scaled"
     if rows == 0:
         out = jnp.zeros((0, hidden), y.dtype)
-        return out, (jnp.zeros(y.shape, FP8_DTYPE) if save_fp8 else None)
-    block_dtypes = [y.dtype] + [FP8_DTYPE] * save_fp8
+        y_fp8 = jnp.zeros(y.shape, FP8_DTYPE) if save_fp8 else None
+        return out, y_fp8, (jnp.zeros((0, 1), jnp.float32) if scaled else None)
+    block_dtypes = [y.dtype] + [FP8_DTYPE] * bool(save_fp8)
     block_dtypes += [] if weights is None else [weights.dtype]
+    whole_rows = scaled and y_scale is None
+    config = config or default_config(rows, hidden, y.dtype, whole_rows=whole_rows)
     plan = _Plan.make(rows, hidden, config, y.dtype, *block_dtypes)
+    if whole_rows and plan.hidden_blocks > 1:  # rows span blocks: the maximum first
+        y_scale = _math.scale_from_amax(_math.row_amax(y))
+    computes_scale = scaled and y_scale is None
 
     operands, in_specs = [plan.view(y)] * (2 if plan.split else 1), plan.halves()
     if bias is not None:
         bias_specs = plan.halves(rows=1)
         operands += [plan.bias_view(bias)] * len(bias_specs)
         in_specs += bias_specs
-    if weights is not None:
-        operands.append(weights)
-        in_specs.append(plan.per_row())
+    for x in (weights, y_scale):
+        if x is not None:
+            operands.append(x)
+            in_specs.append(plan.per_row())
     out_shape = [jax.ShapeDtypeStruct((rows, hidden), y.dtype)]
     out_specs = [plan.tile()]
     if save_fp8:
         out_shape.append(jax.ShapeDtypeStruct(plan.view(y).shape, FP8_DTYPE))
         out_specs.append(plan.both_halves_out())
-    grid = plan.grid(two_halves_out=save_fp8)
+    if computes_scale:
+        out_shape.append(jax.ShapeDtypeStruct((rows, 1), jnp.float32))
+        out_specs.append(plan.per_row())
+    grid = plan.grid(two_halves_out=bool(save_fp8))
 
     kernel = functools.partial(
         _forward_kernel,
@@ -432,13 +495,15 @@ def forward(y, bias, weights, opts: Options, *, save_fp8, interpret=False, confi
         has_bias=bias is not None,
         has_weights=weights is not None,
         save_fp8=save_fp8,
+        scale_given=y_scale is not None,
     )
     elements = rows * hidden
     cost = pl.CostEstimate(
         flops=10 * elements,
         transcendentals=elements,
-        bytes_accessed=_nbytes(y, bias, weights) + elements * (y.dtype.itemsize + 2 * save_fp8),
+        bytes_accessed=_nbytes(y, bias, weights, y_scale, *out_shape),
     )
+    suffix = ["fp8"] * (save_fp8 is True) + ["scaled_fp8"] * scaled
     results = pl.pallas_call(
         kernel,
         out_shape=out_shape,
@@ -448,16 +513,21 @@ def forward(y, bias, weights, opts: Options, *, save_fp8, interpret=False, confi
         compiler_params=_semantics(grid, arbitrary_hidden=False),
         cost_estimate=cost,
         interpret=_interpret_params(interpret),
-        name=_variant_name("swiglu_fwd", bias, weights, opts, *(["fp8"] * save_fp8)),
+        name=_variant_name("swiglu_fwd", bias, weights, opts, *suffix),
     )(*operands)
     y_fp8 = results[1].reshape(y.shape) if save_fp8 else None
-    return results[0], y_fp8
+    if computes_scale:
+        y_scale = results[2]
+    return results[0], y_fp8, y_scale
 
 
-def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, config=None):
+def backward(
+    g, y, bias, weights, opts: Options, *, dy_dtype, y_scale=None, interpret=False, config=None
+):
     """Returns ``(dy, dbias, dweights)``: ``dy`` ``(N, 2, H)`` in ``dy_dtype``, ``dbias``
     ``(2, H)`` in ``bias``'s dtype and ``dweights`` ``(N, 1)`` in ``weights``' (``None``
-    when absent), all from one pass. ``y`` may be the saved ``float8_e4m3fn`` copy.
+    when absent), all from one pass. ``y`` may be the saved ``float8_e4m3fn`` copy,
+    scaled by the ``(N, 1)`` float32 ``y_scale`` where given.
 
     Raises ``NotImplementedError`` for float64.
     """
@@ -479,9 +549,10 @@ def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, c
         bias_specs = plan.halves(rows=1)
         operands += [plan.bias_view(bias)] * len(bias_specs)
         in_specs += bias_specs
-    if weights is not None:
-        operands.append(weights)
-        in_specs.append(plan.per_row())
+    for x in (weights, y_scale):
+        if x is not None:
+            operands.append(x)
+            in_specs.append(plan.per_row())
     out_shape = [jax.ShapeDtypeStruct(plan.view(y).shape, dy_dtype)]
     out_specs = [plan.both_halves_out()]
     if bias is not None:
@@ -501,12 +572,13 @@ def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, c
         plan=plan,
         has_bias=bias is not None,
         has_weights=weights is not None,
+        has_scale=y_scale is not None,
     )
     elements = rows * hidden
     cost = pl.CostEstimate(
         flops=20 * elements,
         transcendentals=elements,
-        bytes_accessed=_nbytes(g, y, bias, weights)
+        bytes_accessed=_nbytes(g, y, bias, weights, y_scale)
         + 2 * elements * np.dtype(dy_dtype).itemsize
         + 4 * (2 * plan.row_blocks * hidden * (bias is not None) + rows * (weights is not None)),
     )
@@ -520,7 +592,7 @@ def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, c
         compiler_params=_semantics(grid, arbitrary_hidden=weights is not None),
         cost_estimate=cost,
         interpret=_interpret_params(interpret),
-        name=_variant_name("swiglu_bwd", bias, weights, opts),
+        name=_variant_name("swiglu_bwd", bias, weights, opts, *["scaled"] * (y_scale is not None)),
     )(*operands)
     results = list(results)
     dy = results.pop(0).reshape(y.shape)

@@ -9,6 +9,15 @@ with jax 0.11.2, so every access here is an explicit masked 2-D load or store.)
 The backward writes, besides ``dy``, per-tile partial sums for the bias gradient
 (``(row blocks, 2, H)`` in float32) and the weights gradient (``(N, hidden blocks)``),
 which a small XLA reduction finishes: the full ``(N, 2H)`` gradient is read only once.
+
+The scaled fp8 store (``save_fp8="scaled"``) needs each row's maximum before it
+quantizes any of it, so its forward gives each program whole rows: grid ``(1, row
+blocks)``, the program sweeping its rows' hidden blocks twice where there are several
+(``H > block_hidden``): once for the maximum, once for the output and the fp8 copy. The
+second sweep reads what the first just read, from the L1/L2 cache rather than HBM (a row
+of ``H = 14336`` in bfloat16 is 56 KiB), so HBM still sees ``y`` read once. Where the
+caller gives the row scales (``H`` sharded: the maximum spans devices), the forward
+keeps its usual tiles and only quantizes.
 """
 
 from __future__ import annotations
@@ -95,15 +104,22 @@ class _Tile:
     views, ``y`` as ``(N, 2H)``: the gate at columns ``[0, H)``, the linear half at
     ``[H, 2H)``."""
 
-    def __init__(self, rows: int, hidden: int, bn: int, bh: int):
-        i, j = pl.program_id(1), pl.program_id(0)  # see _grid
+    def __init__(self, rows: int, hidden: int, bn: int, bh: int, i=None, j=None):
+        i = pl.program_id(1) if i is None else i  # see _grid
+        j = pl.program_id(0) if j is None else j
         self.i, self.j, self.hidden = i, j, hidden
+        self.geometry = (rows, hidden, bn, bh)
         self.row_ok = (i * bn + jax.lax.iota(jnp.int32, bn)) < rows
         self.col_ok = (j * bh + jax.lax.iota(jnp.int32, bh)) < hidden
         self.mask = self.row_ok[:, None] & self.col_ok[None, :]
         self.row_block = pl.ds(i * bn, bn)
         self.cols = pl.ds(j * bh, bh)  # gate columns, and output columns
         self.linear_cols = pl.ds(hidden + j * bh, bh)
+
+    def at_block(self, j) -> _Tile:
+        """The tile of the same rows at hidden block ``j`` (a loop index: the program ids
+        are read outside loops, where interpret mode can substitute them)."""
+        return _Tile(*self.geometry, i=self.i, j=j)
 
     def load_halves(self, ref):
         """The gate and linear tiles of the ``(N, 2H)`` ref (unspecified outside the array:
@@ -132,46 +148,112 @@ class _Tile:
         linear = pltriton.load(ref.at[self.linear_cols], mask=self.col_ok)
         return gate.astype(jnp.float32)[None, :], linear.astype(jnp.float32)[None, :]
 
-    def load_weights(self, ref):
-        """The ``(bn, 1)`` token weights of the ``(N, 1)`` ref, in float32."""
-        weights = pltriton.load(ref.at[self.row_block, pl.ds(0, 1)], mask=self.row_ok[:, None])
-        return weights.astype(jnp.float32)
+    def load_per_row(self, ref):
+        """The ``(bn, 1)`` values (token weights, row scales) of the ``(N, 1)`` ref, in
+        float32."""
+        values = pltriton.load(ref.at[self.row_block, pl.ds(0, 1)], mask=self.row_ok[:, None])
+        return values.astype(jnp.float32)
+
+    def store_per_row(self, ref, value):
+        pltriton.store(ref.at[self.row_block, pl.ds(0, 1)], value, mask=self.row_ok[:, None])
+
+    def row_amax(self, gate, linear):
+        """``(bn, 1)``: the largest finite magnitude of each row of the two tiles."""
+        amax = lambda x: jnp.max(
+            jnp.where(self.mask, _math.finite_magnitude(x.astype(jnp.float32)), 0.0), axis=1
+        )
+        return jnp.maximum(amax(gate), amax(linear))[:, None]
 
 
-def _forward_kernel(*refs, opts: Options, tile, has_bias: bool, has_weights: bool, save_fp8):
+def _taker(refs):
+    """``take(present)``: the next of ``refs`` if ``present``, else ``None``."""
     refs = list(refs)
-    tile = _Tile(*tile)
-    gate, linear = tile.load_halves(refs.pop(0))
-    a, b = gate.astype(jnp.float32), linear.astype(jnp.float32)
-    if has_bias:
-        bias_a, bias_b = tile.load_bias(refs.pop(0))
-        a, b = a + bias_a, b + bias_b
-    weights = tile.load_weights(refs.pop(0)) if has_weights else None
-    tile.store(refs.pop(0), _math.forward(a, b, weights, opts))
-    if save_fp8:
-        tile.store_halves(refs.pop(0), _math.to_fp8(gate), _math.to_fp8(linear))
+    return lambda present=True: refs.pop(0) if present else None
 
 
-def _backward_kernel(*refs, opts: Options, tile, has_bias: bool, has_weights: bool):
-    refs = list(refs)
+def _forward_kernel(
+    *refs, opts: Options, tile, has_bias: bool, has_weights: bool, save_fp8, scale_given: bool
+):
+    """Refs: ``y, [bias], [weights], [y_scale given]``, then ``out, [y_fp8], [y_scale
+    computed]``. The scaled store without given scales sweeps whole rows (module doc)."""
+    take = _taker(refs)
+    y_ref, bias_ref, weights_ref = take(), take(has_bias), take(has_weights)
+    scale_in_ref = take(scale_given)
+    out_ref, fp8_ref = take(), take(bool(save_fp8))
+    scale_out_ref = take(save_fp8 == "scaled" and not scale_given)
+
+    def compute(tile: _Tile, gate, linear, scale):
+        a, b = gate.astype(jnp.float32), linear.astype(jnp.float32)
+        if has_bias:
+            bias_a, bias_b = tile.load_bias(bias_ref)
+            a, b = a + bias_a, b + bias_b
+        weights = tile.load_per_row(weights_ref) if has_weights else None
+        tile.store(out_ref, _math.forward(a, b, weights, opts))
+        if scale is not None:
+            gate, linear = (_math.to_scaled_fp8(x, scale) for x in (gate, linear))
+            tile.store_halves(fp8_ref, gate, linear)
+        elif save_fp8:
+            tile.store_halves(fp8_ref, _math.to_fp8(gate), _math.to_fp8(linear))
+
+    if scale_out_ref is None:  # one tile, quantized with the given scales if any
+        tile = _Tile(*tile)
+        scale = tile.load_per_row(scale_in_ref) if scale_given else None
+        compute(tile, *tile.load_halves(y_ref), scale)
+        return
+    _, hidden, bn, bh = tile
+    blocks = pl.cdiv(hidden, bh)
+    first = _Tile(*tile)  # hidden block 0: the grid has one (a traced 0, for the masks)
+    if blocks == 1:  # the rows fit the tile: one read
+        gate, linear = first.load_halves(y_ref)
+        scale = _math.scale_from_amax(first.row_amax(gate, linear))
+        compute(first, gate, linear, scale)
+    else:
+
+        def maximum(j, amax):
+            block = first.at_block(j)
+            return jnp.maximum(amax, block.row_amax(*block.load_halves(y_ref)))
+
+        amax = jax.lax.fori_loop(0, blocks, maximum, jnp.zeros((bn, 1), jnp.float32))
+        scale = _math.scale_from_amax(amax)
+
+        def quantize(j, carry):
+            block = first.at_block(j)
+            compute(block, *block.load_halves(y_ref), scale)
+            return carry
+
+        jax.lax.fori_loop(0, blocks, quantize, 0)
+    first.store_per_row(scale_out_ref, scale)
+
+
+def _backward_kernel(
+    *refs, opts: Options, tile, has_bias: bool, has_weights: bool, has_scale: bool
+):
+    """Refs: ``g, y, [bias], [weights], [y_scale]``, then ``dy, [dbias partials],
+    [dweights partials]``."""
+    take = _taker(refs)
+    g_ref, y_ref, bias_ref, weights_ref = take(), take(), take(has_bias), take(has_weights)
+    scale_ref = take(has_scale)
     tile = _Tile(*tile)
-    g = tile.load(refs.pop(0)).astype(jnp.float32)
-    a, b = (x.astype(jnp.float32) for x in tile.load_halves(refs.pop(0)))
+    g = tile.load(g_ref).astype(jnp.float32)
+    a, b = (x.astype(jnp.float32) for x in tile.load_halves(y_ref))
+    if has_scale:
+        scale = tile.load_per_row(scale_ref)
+        a, b = _math.from_scaled_fp8(a, scale), _math.from_scaled_fp8(b, scale)
     if has_bias:
-        bias_a, bias_b = tile.load_bias(refs.pop(0))
+        bias_a, bias_b = tile.load_bias(bias_ref)
         a, b = a + bias_a, b + bias_b
-    weights = tile.load_weights(refs.pop(0)) if has_weights else None
+    weights = tile.load_per_row(weights_ref) if has_weights else None
     da, db, h = _math.backward(g, a, b, weights, opts)
-    tile.store_halves(refs.pop(0), da, db)
+    tile.store_halves(take(), da, db)
     # Partial reductions of this tile; terms outside the array must not count.
     if has_bias:
-        dbias_ref = refs.pop(0)  # (row blocks, 2H)
+        dbias_ref = take()  # (row blocks, 2H)
         row = pl.ds(tile.i, 1)
         for cols, d in ((tile.cols, da), (tile.linear_cols, db)):
             partial = jnp.sum(jnp.where(tile.mask, d, 0.0), axis=0)[None, :]
             pltriton.store(dbias_ref.at[row, cols], partial, mask=tile.col_ok[None, :])
     if has_weights:
-        dweights_ref = refs.pop(0)  # (N, hidden blocks)
+        dweights_ref = take()  # (N, hidden blocks)
         partial = jnp.sum(jnp.where(tile.mask, h * g, 0.0), axis=1)[:, None]
         pltriton.store(
             dweights_ref.at[tile.row_block, pl.ds(tile.j, 1)],
@@ -180,22 +262,29 @@ def _backward_kernel(*refs, opts: Options, tile, has_bias: bool, has_weights: bo
         )
 
 
-def forward(y, bias, weights, opts: Options, *, save_fp8: bool, interpret=False, config=None):
+def forward(
+    y, bias, weights, opts: Options, *, save_fp8, y_scale=None, interpret=False, config=None
+):
+    """Returns ``(out, y_fp8, y_scale)`` (``kernels/__init__.py``); the scaled store's row
+    scales are computed in the kernel unless ``y_scale`` gives them."""
     rows, _, hidden = y.shape
     config = config or default_config(rows, hidden, y.dtype)
-    _check(config, y, bias, weights)
+    _check(config, y, bias, weights, y_scale)
     if save_fp8:
         _check(config, jax.ShapeDtypeStruct(y.shape, FP8_DTYPE))
+    sweeps_rows = save_fp8 == "scaled" and y_scale is None
     out_shapes = [jax.ShapeDtypeStruct((rows, hidden), y.dtype)]
     if save_fp8:
         out_shapes.append(jax.ShapeDtypeStruct((rows, 2 * hidden), FP8_DTYPE))
+    if sweeps_rows:
+        out_shapes.append(jax.ShapeDtypeStruct((rows, 1), jnp.float32))
     if rows == 0:
-        return jnp.zeros((0, hidden), y.dtype), (
-            jnp.zeros(y.shape, FP8_DTYPE) if save_fp8 else None
+        return _forward_results(
+            [jnp.zeros(s.shape, s.dtype) for s in out_shapes], y, save_fp8, y_scale
         )
     inputs = [y.reshape(rows, 2 * hidden)]
     inputs += [x.reshape(-1) for x in (bias,) if x is not None]
-    inputs += [x for x in (weights,) if x is not None]
+    inputs += [x for x in (weights, y_scale) if x is not None]
     bn, bh = config.block_rows, config.block_hidden
     kernel = functools.partial(
         _forward_kernel,
@@ -204,23 +293,37 @@ def forward(y, bias, weights, opts: Options, *, save_fp8: bool, interpret=False,
         has_bias=bias is not None,
         has_weights=weights is not None,
         save_fp8=save_fp8,
+        scale_given=y_scale is not None,
     )
+    grid = _grid(rows, hidden, bn, bh)
     outs = pl.pallas_call(
         kernel,
         out_shape=out_shapes,
-        grid=_grid(rows, hidden, bn, bh),
+        grid=(1, grid[1]) if sweeps_rows else grid,  # whole rows: see the module doc
         compiler_params=_compiler_params(config),
         interpret=interpret,
         name="swiglu_forward_triton",
         cost_estimate=_cost(inputs, out_shapes, rows * hidden),
     )(*inputs)
-    return outs[0], (outs[1].reshape(y.shape) if save_fp8 else None)
+    return _forward_results(outs, y, save_fp8, y_scale)
 
 
-def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, config=None):
+def _forward_results(outs, y, save_fp8, y_scale):
+    """``(out, y_fp8 | None, y_scale | None)`` from the kernel's ``[out, y_fp8?, y_scale
+    computed?]`` and the ``y_scale`` given, if any."""
+    out, *rest = outs
+    y_fp8 = rest.pop(0).reshape(y.shape) if save_fp8 else None
+    return out, y_fp8, (rest.pop(0) if rest else y_scale)
+
+
+def backward(
+    g, y, bias, weights, opts: Options, *, dy_dtype, y_scale=None, interpret=False, config=None
+):
+    """Returns ``(dy, dbias, dweights)`` (``kernels/__init__.py``); ``y`` may be the fp8
+    copy, scaled by the ``(N, 1)`` float32 ``y_scale`` where given."""
     rows, _, hidden = y.shape
     config = config or default_config(rows, hidden, dy_dtype, reduces_rows=bias is not None)
-    _check(config, g, y, bias, weights)
+    _check(config, g, y, bias, weights, y_scale)
     if rows == 0:
         return (
             jnp.zeros(y.shape, dy_dtype),
@@ -236,13 +339,14 @@ def backward(g, y, bias, weights, opts: Options, *, dy_dtype, interpret=False, c
         out_shapes.append(jax.ShapeDtypeStruct((rows, col_blocks), jnp.float32))
     inputs = [g, y.reshape(rows, 2 * hidden)]
     inputs += [x.reshape(-1) for x in (bias,) if x is not None]
-    inputs += [x for x in (weights,) if x is not None]
+    inputs += [x for x in (weights, y_scale) if x is not None]
     kernel = functools.partial(
         _backward_kernel,
         opts=opts,
         tile=(rows, hidden, bn, bh),
         has_bias=bias is not None,
         has_weights=weights is not None,
+        has_scale=y_scale is not None,
     )
     outs = pl.pallas_call(
         kernel,
