@@ -49,7 +49,7 @@ def host_parts(rows: int, two_h: int) -> dict:
     y = torch.randn(rows, two_h, device="cuda", dtype=torch.bfloat16)
     g = torch.randn(rows, two_h // 2, device="cuda", dtype=torch.bfloat16)
     yj = _exchange.to_jax(y)
-    fwd = _ops._jax_forward(None, 1.0, 0.0, False)
+    fwd = _ops._jax_forward(None, 1.0, 0.0, "none")
     outj = fwd(yj, None, None)[0]
     yg = y.clone().requires_grad_()
 
@@ -96,7 +96,7 @@ def launch_paths(rows: int, two_h: int) -> dict:
     g = torch.randn(rows, two_h // 2, device="cuda", dtype=torch.bfloat16)
     yg = y.clone().requires_grad_()
     calls = {
-        "op forward": lambda: _ops.forward(y, None, None, None, 1.0, 0.0, False),
+        "op forward": lambda: _ops.forward(y, None, None, None, 1.0, 0.0, "none"),
         "op backward": lambda: _ops.backward(g, y, None, None, None, 1.0, 0.0),
         "op bias backward": lambda: _ops.backward(g, y, bias, None, None, 1.0, 0.0),
         "swiglu, no grad": lambda: tb.swiglu(y),
@@ -192,7 +192,7 @@ def main():
 
     # Does the exchange wait on the host for JAX's kernel? A long forward, then export.
     big = torch.randn(32768, 28672, device="cuda", dtype=torch.bfloat16)
-    fwd = _ops._jax_forward(None, 1.0, 0.0, False)
+    fwd = _ops._jax_forward(None, 1.0, 0.0, "none")
     bigj = _exchange.to_jax(big)
     jax.block_until_ready(fwd(bigj, None, None))
     start = time.perf_counter()

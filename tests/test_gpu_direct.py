@@ -267,7 +267,7 @@ def test_host_time_per_call():
     tb.set_launch("direct")
     yg = y.clone().requires_grad_()
     times = {
-        "op forward": per_call_us(lambda: _ops.forward(y, None, None, None, 1.0, 0.0, False)),
+        "op forward": per_call_us(lambda: _ops.forward(y, None, None, None, 1.0, 0.0, "none")),
         "op backward": per_call_us(lambda: _ops.backward(g, y, None, None, None, 1.0, 0.0)),
         "op bias backward": per_call_us(lambda: _ops.backward(g, y, bias, None, None, 1.0, 0.0)),
         "swiglu, no grad": per_call_us(lambda: tb.swiglu(y)),

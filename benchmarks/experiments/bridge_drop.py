@@ -25,7 +25,7 @@ def timed(fn, n=300):
 
 
 def main():
-    forward = _ops._jax_forward(None, 1.0, 0.0, False)
+    forward = _ops._jax_forward(None, 1.0, 0.0, "none")
     for rows in (64, 8192):
         y = torch.randn(rows, 4096, device="cuda", dtype=torch.bfloat16)
         kept = []

@@ -33,7 +33,7 @@ def per_call(fn, items, warmup=20):
 def main(n=320):
     y = torch.randn(64, 512, device="cuda", dtype=torch.bfloat16)
     g = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
-    forward = _ops._jax_forward(None, 1.0, 0.0, False)
+    forward = _ops._jax_forward(None, 1.0, 0.0, "none")
     backward = _ops._jax_backward(None, 1.0, 0.0)
     native = jax.device_put(jax.numpy.asarray(y.float().cpu().numpy(), "bfloat16"))
     imported = [_exchange.to_jax(y) for _ in range(n)]
@@ -61,7 +61,7 @@ def main(n=320):
     rows.update(
         {
             "_forward_impl": per_call(
-                lambda _: _ops._forward_impl(y, None, None, None, 1.0, 0.0, False), [0] * n
+                lambda _: _ops._forward_impl(y, None, None, None, 1.0, 0.0, "none"), [0] * n
             ),
             "_backward_impl": per_call(
                 lambda _: _ops._backward_impl(g, y, None, None, None, 1.0, 0.0), [0] * n
