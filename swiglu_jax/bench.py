@@ -1,7 +1,7 @@
 """The benchmark: our kernels and every installed peer, side by side, on the GPU.
 
     python -m swiglu_jax.bench [--sizes quick|full|4096x4096,...] [--dtypes bfloat16,float32]
-                               [--ops fwd,bwd,bias_bwd,weighted_bwd,fp8_fwd]
+                               [--ops fwd,bwd,bias_bwd,weighted_bwd,fp8_fwd,scaled_fp8_fwd]
                                [--impls NAME,...] [--out DIR]
 
 Device time per call is read from the CUDA profiler interface through ``torch.profiler``,
@@ -20,6 +20,9 @@ Minimum bytes per call, the floor divided by the copy bandwidth measured in the 
 - ``bias_bwd``: ``bwd`` plus the bias gradient (reduced over rows).
 - ``weighted_bwd``: ``bwd`` plus reading the float32 weights and writing their gradient.
 - ``fp8_fwd``: ``fwd`` plus writing the float8_e4m3fn copy of ``y``: ``+ 2 N H``.
+- ``scaled_fp8_fwd``: ``fp8_fwd`` with the copy scaled per row (``fp8_input_store="scaled"``)
+  plus writing the float32 row scales: ``+ 2 N H + 4 N``. Peers compute the row maxima,
+  scales and scaled cast with their own ops.
 
 Peers compute the same thing the way their users would: XLA is the ``jax.numpy``
 specification (``swiglu_jax.reference``) under ``jax.jit`` with ``jax.vjp``; torch eager
@@ -48,7 +51,8 @@ from swiglu_jax import _dispatch
 from swiglu_jax._options import Options
 from swiglu_jax.reference import swiglu_reference
 
-OPS = ("fwd", "bwd", "bias_bwd", "weighted_bwd", "fp8_fwd")
+OPS = ("fwd", "bwd", "bias_bwd", "weighted_bwd", "fp8_fwd", "scaled_fp8_fwd")
+FORWARD_OPS = ("fwd", "fp8_fwd", "scaled_fp8_fwd")  # their input is y alone
 SIZES = {
     "quick": [(4096, 2048), (8192, 14336)],
     "full": [
@@ -65,9 +69,10 @@ L2_BYTES = 64 * 2**20  # at least this much is cycled through between reuses of 
 
 
 def minimum_bytes(op: str, rows: int, hidden: int, itemsize: int) -> int:
-    base = (3 if op in ("fwd", "fp8_fwd") else 5) * rows * hidden * itemsize
+    base = (3 if op in FORWARD_OPS else 5) * rows * hidden * itemsize
     extra = {
         "fp8_fwd": 2 * rows * hidden,  # the float8 copy
+        "scaled_fp8_fwd": 2 * rows * hidden + 4 * rows,  # and a float32 scale a row
         "bias_bwd": 2 * 2 * hidden * itemsize,  # read bias, write its gradient
         "weighted_bwd": 2 * rows * 4,  # read float32 weights, write their gradient
     }
@@ -81,7 +86,7 @@ def _jax_inputs(op, rows, hidden, dtype, seed):
     keys = jax.random.split(jax.random.key(seed), 4)
     y = jax.random.normal(keys[0], (rows, 2 * hidden), dtype)
     g = jax.random.normal(keys[1], (rows, hidden), dtype)
-    if op in ("fwd", "fp8_fwd"):
+    if op in FORWARD_OPS:
         return (y,)
     if op == "bias_bwd":
         return g, y, jax.random.normal(keys[2], (2 * hidden,), dtype)
@@ -107,6 +112,7 @@ def _ours(implementation: str, op: str) -> Callable:
     return {
         "fwd": lambda y: forward(y, False)[0],
         "fp8_fwd": lambda y: forward(y, True),
+        "scaled_fp8_fwd": lambda y: forward(y, "scaled"),
         "bwd": lambda g, y: backward(g, y)[0],
         "bias_bwd": lambda g, y, b: backward(g, y, bias=b)[:2],
         "weighted_bwd": lambda g, y, w: backward(g, y, weights=w)[::2],
@@ -119,10 +125,18 @@ def _xla(op: str) -> Callable:
     return {
         "fwd": lambda y: ref(y),
         "fp8_fwd": lambda y: (ref(y), y.astype(jnp.float8_e4m3fn)),
+        "scaled_fp8_fwd": lambda y: (ref(y), *_jnp_scaled_fp8(y)),
         "bwd": lambda g, y: jax.vjp(ref, y)[1](g)[0],
         "bias_bwd": lambda g, y, b: jax.vjp(ref, y, b)[1](g),
         "weighted_bwd": lambda g, y, w: jax.vjp(lambda y, w: ref(y, None, w), y, w)[1](g),
     }[op]
+
+
+def _jnp_scaled_fp8(y):
+    """The scaled fp8 copy as a JAX user writes it: row maxima, scales, scaled cast."""
+    amax = jnp.max(jnp.abs(y), axis=-1, keepdims=True).astype(jnp.float32)
+    scale = jnp.maximum(amax * (1 / 448), jnp.finfo(jnp.float32).tiny)
+    return (y.astype(jnp.float32) * (1 / scale)).astype(jnp.float8_e4m3fn), scale
 
 
 def _jax_candidate(make: Callable[[str], Callable]):
@@ -162,10 +176,18 @@ def _megatron_formulas(torch):
     return {
         "fwd": swiglu,
         "fp8_fwd": lambda y: (swiglu(y), y.to(torch.float8_e4m3fn)),
+        "scaled_fp8_fwd": lambda y: (swiglu(y), *_torch_scaled_fp8(torch, y)),
         "bwd": swiglu_back,
         "bias_bwd": bias_back,
         "weighted_bwd": weighted_back,
     }
+
+
+def _torch_scaled_fp8(torch, y):
+    """The scaled fp8 copy as a torch user writes it: row maxima, scales, scaled cast."""
+    amax = y.abs().amax(dim=-1, keepdim=True).float()
+    scale = torch.clamp(amax * (1 / 448), min=torch.finfo(torch.float32).tiny)
+    return (y.float() * (1 / scale)).to(torch.float8_e4m3fn), scale
 
 
 def _composed(torch, forward, backward):
@@ -183,6 +205,7 @@ def _composed(torch, forward, backward):
     return {
         "fwd": forward,
         "fp8_fwd": lambda y: (forward(y), y.to(torch.float8_e4m3fn)),
+        "scaled_fp8_fwd": lambda y: (forward(y), *_torch_scaled_fp8(torch, y)),
         "bwd": backward,
         "bias_bwd": bias_back,
         "weighted_bwd": weighted_back,
@@ -238,6 +261,7 @@ def _torch_candidate(formulas: str, compile_mode: str | None = None):
                 {
                     "fwd": (y,),
                     "fp8_fwd": (y,),
+                    "scaled_fp8_fwd": (y,),
                     "bwd": (g, y),
                     "bias_bwd": (g, y, randn(2 * hidden)),
                     "weighted_bwd": (g, y, torch.rand(rows, 1, device="cuda", generator=gen)),
@@ -265,6 +289,7 @@ def _bridge_candidate():
         fn = {
             "fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, "none")[0],
             "fp8_fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, "cast")[:2],
+            "scaled_fp8_fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, "scaled"),
             "bwd": lambda g, y: backward(g, y, None, None, None, 1.0, 0.0)[0],
             "bias_bwd": lambda g, y, b: backward(g, y, b, None, None, 1.0, 0.0)[:2],
             "weighted_bwd": lambda g, y, w: backward(g, y, None, w, None, 1.0, 0.0)[::2],

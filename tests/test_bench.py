@@ -13,6 +13,7 @@ def test_minimum_bytes():
     assert bench.minimum_bytes("fwd", 8, 16, 2) == 3 * 8 * 16 * 2
     assert bench.minimum_bytes("bwd", 8, 16, 2) == 5 * 8 * 16 * 2
     assert bench.minimum_bytes("fp8_fwd", 8, 16, 2) == 3 * 8 * 16 * 2 + 2 * 8 * 16
+    assert bench.minimum_bytes("scaled_fp8_fwd", 8, 16, 2) == 3 * 8 * 16 * 2 + 2 * 8 * 16 + 4 * 8
     assert bench.minimum_bytes("weighted_bwd", 8, 16, 4) == 5 * 8 * 16 * 4 + 2 * 8 * 4
 
 
@@ -60,3 +61,23 @@ def test_missing_peers_are_reported_not_fatal(monkeypatch):
     result = bench.run([(8, 16)], ["float32"], ["fwd"], ["xla", "transformer engine"], 2, print)
     assert result["skipped"] == {"transformer engine": "transformer_engine_torch is not installed"}
     assert [r["implementation"] for r in result["results"]] == ["xla"]
+
+
+def test_peers_scaled_fp8_copy_is_ours():
+    """The peers' scaled fp8 copy (XLA and torch formulas) is the same computation as
+    ``fp8_input_store="scaled"`` on ordinary inputs, bit for bit."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from swiglu_jax import testing
+
+    y = 3 * jax.random.normal(jax.random.key(0), (16, 64), jnp.bfloat16)
+    expected_q, expected_scale = testing.fp8_scaled_cast(np.asarray(y))
+    q, scale = bench._jnp_scaled_fp8(y)
+    np.testing.assert_array_equal(np.asarray(scale), expected_scale)
+    np.testing.assert_array_equal(np.asarray(q).view(np.uint8), expected_q.view(np.uint8))
+    torch = pytest.importorskip("torch")
+    q, scale = bench._torch_scaled_fp8(torch, torch.from_numpy(np.asarray(y, np.float32)))
+    np.testing.assert_array_equal(scale.numpy(), expected_scale)
+    np.testing.assert_array_equal(q.view(torch.uint8).numpy(), expected_q.view(np.uint8))
