@@ -26,10 +26,11 @@ GPT_OSS = {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0}
 VARIANTS = ["plain", "bias", "weighted", "weighted_bias"]
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 SHAPES = [(37, 129), (1000, 1408)]  # ragged edge tiles; several tiles a row
+STORES = (False, True, "scaled")  # fp8_input_store
 # bfloat16 with every option; the other dtypes with the defaults.
 CASES = [
-    *(("bfloat16", v, o, f) for v in VARIANTS for o in ("default", "gpt_oss") for f in (0, 1)),
-    *((d, v, "default", f) for d in ("float16", "float32") for v in VARIANTS for f in (0, 1)),
+    *(("bfloat16", v, o, f) for v in VARIANTS for o in ("default", "gpt_oss") for f in STORES),
+    *((d, v, "default", f) for d in ("float16", "float32") for v in VARIANTS for f in STORES),
 ]
 
 
@@ -110,7 +111,7 @@ def both_paths(variant, tensors, **options):
 def test_same_bits_as_the_jax_path(rows, hidden, dtype, variant, options, fp8):
     """Output and input gradient bit for bit; the bias and weights gradients (float32
     partial sums reduced by torch here, by XLA there) within one rounding of their dtype."""
-    options = dict(GPT_OSS if options == "gpt_oss" else {}, fp8_input_store=bool(fp8))
+    options = dict(GPT_OSS if options == "gpt_oss" else {}, fp8_input_store=fp8)
     tensors = inputs(rows, hidden, DTYPES[dtype], variant)
     expected, got = both_paths(variant, tensors, **options)
     assert same_bits(got[0], expected[0]), "output"
@@ -122,6 +123,22 @@ def test_same_bits_as_the_jax_path(rows, hidden, dtype, variant, options, fp8):
         assert r.dtype == e.dtype and r.shape == e.shape, name
         eps = torch.finfo(e.dtype).eps
         torch.testing.assert_close(r, e, rtol=eps, atol=eps * e.abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize("rows,hidden", [*SHAPES, (300, 5000)])
+@pytest.mark.parametrize("store", ["cast", "scaled"])
+def test_saved_fp8_store_same_bits(rows, hidden, store):
+    """What the forward op saves for the backward (the fp8 copy and, scaled, its float32
+    row scales; above 4096 columns the kernel sweeps each row twice), bit for bit."""
+    y, bias, weights, _ = inputs(rows, hidden, torch.bfloat16, "weighted_bias")
+    args = (y, bias, weights, None, 1.0, 0.0, store)
+    with launch("jax"):
+        expected = _ops.forward(*args)
+    with launch("direct"):
+        got = _ops.forward(*args)
+    torch.cuda.synchronize()
+    for name, e, r in zip(("out", "y_fp8", "y_scale"), expected, got, strict=True):
+        assert same_bits(r, e), name
 
 
 @pytest.mark.xfail(strict=False, reason="torch and XLA may sum the partials in other orders")

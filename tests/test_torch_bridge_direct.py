@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import torch_bridge as tb  # noqa: E402
@@ -28,17 +29,21 @@ VARIANTS = {
     "weighted_bias": ("bfloat16", "float32"),
 }
 ROWS, HIDDEN = 37, 129  # ragged: edge tiles in both directions, rows not 16-byte aligned
+WIDE = 5000  # above the 4096-column block: the scaled forward sweeps each row twice
 
 
-def ir_of(direction, rows, hidden, dtype, variant, opts, fp8):
+def ir_of(direction, rows, hidden, dtype, variant, opts, store):
+    """The kernel IR for the ops' fp8 store ``"none"``, ``"cast"`` or ``"scaled"``."""
     bias, weights = VARIANTS[variant]
     if direction == "forward":
-        return triton_ir.forward_ir(rows, hidden, dtype, bias, weights, opts, fp8)
-    y_dtype = "float8_e4m3fn" if fp8 else dtype
-    return triton_ir.backward_ir(rows, hidden, dtype, y_dtype, bias, weights, opts)
+        save_fp8 = _direct.SAVE_FP8[store]
+        return triton_ir.forward_ir(rows, hidden, dtype, bias, weights, opts, save_fp8)
+    y_dtype = dtype if store == "none" else "float8_e4m3fn"
+    scale = "float32" if store == "scaled" else None
+    return triton_ir.backward_ir(rows, hidden, dtype, y_dtype, bias, weights, opts, scale)
 
 
-def expected_arrays(direction, rows, hidden, dtype, variant, fp8):
+def expected_arrays(direction, rows, hidden, dtype, variant, store):
     """The calling convention of swiglu_jax.kernels.triton: operands, then results."""
     bias, weights = VARIANTS[variant]
     config = kernels.default_config(
@@ -46,18 +51,23 @@ def expected_arrays(direction, rows, hidden, dtype, variant, fp8):
     )
     row_blocks = -(-rows // config.block_rows)
     hidden_blocks = -(-hidden // config.block_hidden)
+    fp8 = store != "none"
+    scaled = [((rows, 1), "float32")] if store == "scaled" else []
     y = ((rows, 2 * hidden), "float8_e4m3fn" if fp8 and direction == "backward" else dtype)
     inputs = [((rows, hidden), dtype), y] if direction == "backward" else [y]
     inputs += [((2 * hidden,), bias)] if bias else []
     inputs += [((rows, 1), weights)] if weights else []
+    grid = (hidden_blocks, row_blocks, 1)
     if direction == "forward":
         outputs = [((rows, hidden), dtype)]
         outputs += [((rows, 2 * hidden), "float8_e4m3fn")] if fp8 else []
+        outputs += scaled
+        grid = (1, row_blocks, 1) if scaled else grid  # whole rows per program
     else:
+        inputs += scaled
         outputs = [((rows, 2 * hidden), dtype)]
         outputs += [((row_blocks, 2 * hidden), "float32")] if bias else []
         outputs += [((rows, hidden_blocks), "float32")] if weights else []
-    grid = (hidden_blocks, row_blocks, 1)
     return tuple(inputs), tuple(outputs), grid, config.num_warps
 
 
@@ -75,19 +85,25 @@ def pointer_arguments(ttir: str) -> tuple[set[int], set[int]]:
     return loads, stores
 
 
+STORES = ("none", "cast", "scaled")
+# (dtype, variant, fp8 store, hidden size)
 CASES = [
-    *(("bfloat16", variant, fp8) for variant in VARIANTS for fp8 in (False, True)),
-    *((dtype, "plain", fp8) for dtype in ("float16", "float32") for fp8 in (False, True)),
+    *(("bfloat16", variant, store, HIDDEN) for variant in VARIANTS for store in STORES),
+    *((dtype, "plain", store, HIDDEN) for dtype in ("float16", "float32") for store in STORES),
+    ("bfloat16", "weighted_bias", "scaled", WIDE),
+    ("float32", "plain", "scaled", WIDE),
 ]
 
 
 @pytest.mark.parametrize("direction", ["forward", "backward"])
-@pytest.mark.parametrize("dtype,variant,fp8", CASES)
-def test_ir_follows_the_calling_convention(direction, dtype, variant, fp8):
+@pytest.mark.parametrize("dtype,variant,store,hidden", CASES)
+def test_ir_follows_the_calling_convention(direction, dtype, variant, store, hidden):
     """Launch parameters and arrays as swiglu_jax.kernels.triton defines them, and in the
     IR itself: the kernel stores to the outputs only and loads every input."""
-    kernel = ir_of(direction, ROWS, HIDDEN, dtype, variant, GPT_OSS, fp8)
-    inputs, outputs, grid, num_warps = expected_arrays(direction, ROWS, HIDDEN, dtype, variant, fp8)
+    kernel = ir_of(direction, ROWS, hidden, dtype, variant, GPT_OSS, store)
+    inputs, outputs, grid, num_warps = expected_arrays(
+        direction, ROWS, hidden, dtype, variant, store
+    )
     assert kernel.name == f"swiglu_{direction}_triton"
     assert (kernel.operands, kernel.results) == (inputs, outputs)
     assert kernel.grid == grid and kernel.num_warps == num_warps
@@ -98,13 +114,13 @@ def test_ir_follows_the_calling_convention(direction, dtype, variant, fp8):
 
 
 @pytest.mark.parametrize("direction", ["forward", "backward"])
-@pytest.mark.parametrize("dtype,variant,fp8", CASES)
-def test_compiles_for_sm90(direction, dtype, variant, fp8):
+@pytest.mark.parametrize("dtype,variant,store,hidden", CASES)
+def test_compiles_for_sm90(direction, dtype, variant, store, hidden):
     """triton compiles the IR for an H100 on this host; the compiled signature is one
     pointer per array, inputs first (compile_kernel checks it); libdevice without
     flush-to-zero, as XLA compiles it."""
     pytest.importorskip("triton")
-    kernel = ir_of(direction, ROWS, HIDDEN, dtype, variant, GPT_OSS, fp8)
+    kernel = ir_of(direction, ROWS, hidden, dtype, variant, GPT_OSS, store)
     compiled = _direct.compile_kernel(kernel, 90)
     assert compiled.metadata.name == kernel.name
     assert compiled.metadata.num_warps == kernel.num_warps
@@ -128,6 +144,23 @@ def test_ir_declines_what_the_kernels_decline():
         triton_ir.forward_ir(4, 8, "float64", None, None, Options(), False)
     with pytest.raises(ValueError, match="zero rows"):
         triton_ir.forward_ir(0, 8, "bfloat16", None, None, Options(), False)
+
+
+def test_forward_ir_declines_xla_ops_beside_the_kernel():
+    """The forward is its kernel alone (every store: the calling-convention tests lower
+    each, H = 5000 included); a lowering with XLA computing beside it is declined."""
+
+    def scaled_twice(y, bias, weights):
+        out, y_fp8, y_scale = kernels.forward(y, bias, weights, Options(), save_fp8="scaled")
+        return out, y_fp8, 2 * y_scale
+
+    spec = jax.ShapeDtypeStruct((4, 2, 8), jnp.bfloat16)
+    with pytest.raises(NotImplementedError, match=r"stablehlo\.multiply"):
+        triton_ir._lower(scaled_twice, (spec, None, None), alone=True)
+
+
+def test_fp8_stores_are_the_ops_stores():
+    assert _direct.SAVE_FP8 == tb._ops.SAVE_FP8
 
 
 # ----------------------------------------------------------------------------- the switch
@@ -218,9 +251,9 @@ def test_first_launch_failure_falls_back(monkeypatch):
     monkeypatch.setattr(_direct, "Launcher", Broken)
     y = torch.randn(4, 16)
     with pytest.warns(RuntimeWarning, match="TypeError: launcher API changed"):
-        assert _direct.forward(y, None, None, None, 1.0, 0.0, False) is None
+        assert _direct.forward(y, None, None, None, 1.0, 0.0, "none") is None
     assert list(_direct._launchers.values()) == [None]
-    assert _direct.forward(y, None, None, None, 1.0, 0.0, False) is None
+    assert _direct.forward(y, None, None, None, 1.0, 0.0, "none") is None
 
 
 @pytest.mark.parametrize("error", [_direct.Declined("float64"), NotImplementedError("8-bit")])
@@ -241,12 +274,15 @@ def test_zero_rows():
     y = torch.zeros(0, 16, dtype=torch.bfloat16)
     bias, weights = torch.ones(16, dtype=torch.float16), torch.ones(0, 1)
     g = torch.zeros(0, 8, dtype=torch.float32)
-    out, y_fp8 = _direct.forward(y, bias, weights, None, 1.0, 0.0, True)
+    out, y_fp8, y_scale = _direct.forward(y, bias, weights, None, 1.0, 0.0, "cast")
     assert (out.shape, out.dtype, y_fp8.shape, y_fp8.dtype) == (
         (0, 8), torch.bfloat16, (0, 16), torch.float8_e4m3fn
     )  # fmt: skip
-    assert _direct.forward(y, None, None, None, 1.0, 0.0, False)[1].shape == (0,)
-    dy, dbias, dweights = _direct.backward(g, y, bias, weights, None, 1.0, 0.0)
+    assert (y_scale.shape, y_scale.dtype) == ((0,), torch.float32)
+    _, y_fp8, y_scale = _direct.forward(y, None, None, None, 1.0, 0.0, "scaled")
+    assert (y_fp8.shape, y_scale.shape, y_scale.dtype) == ((0, 16), (0, 1), torch.float32)
+    assert _direct.forward(y, None, None, None, 1.0, 0.0, "none")[1].shape == (0,)
+    dy, dbias, dweights = _direct.backward(g, y, bias, weights, None, 1.0, 0.0, y_scale)
     assert (dy.shape, dy.dtype) == ((0, 16), torch.float32)
     assert dbias.dtype == torch.float16 and torch.equal(dbias, torch.zeros(16, dtype=torch.half))
     assert (dweights.shape, dweights.dtype) == ((0, 1), torch.float32)
@@ -268,12 +304,13 @@ class InterpretLauncher:
     """Stands in for ``_direct.Launcher`` on the CPU: runs the same Pallas kernel in
     interpret mode on the inputs in launch order, checks that they are the kernel's
     operands in that order, and hands back its raw outputs (partial sums included) in
-    the arrays the kernel IR declares."""
+    the arrays the kernel IR declares. ``weighted``: whether the operands after ``y`` (and
+    ``bias``) start with the weights (both they and the row scales are ``(N, 1)``)."""
 
     launched = False
 
-    def __init__(self, kernel_ir, device, opts):
-        self.kernel_ir, self.opts = kernel_ir, opts
+    def __init__(self, kernel_ir, device, opts, weighted):
+        self.kernel_ir, self.opts, self.weighted = kernel_ir, opts, weighted
 
     def __call__(self, *inputs):
         import numpy as np
@@ -289,7 +326,8 @@ class InterpretLauncher:
         g = args.pop(0) if "backward" in ir.name else None
         y = args.pop(0).reshape(rows, 2, two_h // 2)
         bias = args.pop(0).reshape(2, -1) if args and args[0].ndim == 1 else None
-        weights = args.pop(0) if args else None
+        weights = args.pop(0) if self.weighted else None
+        y_scale = args.pop(0) if args else None
         captured, real = {}, pl.pallas_call
 
         def spy(*a, **k):
@@ -304,10 +342,11 @@ class InterpretLauncher:
         pl.pallas_call = spy
         try:
             if g is None:
-                save_fp8 = len(ir.results) == 2
+                save_fp8 = {1: False, 2: True, 3: "scaled"}[len(ir.results)]
                 kernels.forward(y, bias, weights, self.opts, save_fp8=save_fp8, interpret=True)
             else:
-                kernels.backward(g, y, bias, weights, self.opts, dy_dtype=g.dtype, interpret=True)
+                static = dict(dy_dtype=g.dtype, y_scale=y_scale, interpret=True)
+                kernels.backward(g, y, bias, weights, self.opts, **static)
         finally:
             pl.pallas_call = real
         for launched, operand in zip(arrays, captured["operands"], strict=True):
@@ -320,17 +359,21 @@ class InterpretLauncher:
         return outs
 
 
+@pytest.mark.parametrize("store", ["cast", "scaled"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_end_to_end_on_the_cpu(monkeypatch, variant):
+def test_end_to_end_on_the_cpu(monkeypatch, variant, store):
     """``_direct.forward``/``backward`` with the kernel run in interpret mode: operands in
     launch order, outputs reduced and cast as the JAX path does (XLA on the CPU here, so
-    within the dtype's tolerance)."""
+    within the dtype's tolerance; the fp8 copy and its row scales bit for bit)."""
     from swiglu_jax import testing
 
     opts = GPT_OSS
     monkeypatch.setattr(_direct, "_launchers", {})
     monkeypatch.setattr(_direct, "_capability", lambda device: 90)
-    monkeypatch.setattr(_direct, "Launcher", lambda ir, device: InterpretLauncher(ir, device, opts))
+    weighted = VARIANTS[variant][1] is not None
+    monkeypatch.setattr(
+        _direct, "Launcher", lambda ir, device: InterpretLauncher(ir, device, opts, weighted)
+    )
     gen = torch.Generator().manual_seed(0)
     rows, hidden = 100, 160  # two row blocks and two hidden blocks with the bias tiles
     y = (2 * torch.randn(rows, 2 * hidden, generator=gen)).to(torch.bfloat16)
@@ -342,13 +385,20 @@ def test_end_to_end_on_the_cpu(monkeypatch, variant):
     g = torch.randn(rows, hidden, generator=gen).to(torch.bfloat16)
     options = (opts.clamp_value, opts.alpha, opts.linear_offset)
 
-    out, y_fp8 = _direct.forward(y, bias, weights, *options, True)
-    expected_out, expected_fp8, _ = tb._ops._forward_impl(y, bias, weights, *options, "cast")
+    out, y_fp8, y_scale = _direct.forward(y, bias, weights, *options, store)
+    expected_out, expected_fp8, expected_scale = tb._ops._forward_impl(
+        y, bias, weights, *options, store
+    )
     assert (out.shape, out.dtype) == (expected_out.shape, expected_out.dtype)
     assert testing.relative_error(out.double().numpy(), expected_out.double().numpy()) <= 1e-2
     assert torch.equal(y_fp8.view(torch.uint8), expected_fp8.view(torch.uint8))
-    grads = _direct.backward(g, y_fp8, bias, weights, *options)
-    expected = tb._ops._backward_impl(g, expected_fp8, bias, weights, *options)
+    scaled = store == "scaled"
+    assert (y_scale.shape, y_scale.dtype) == ((rows, 1) if scaled else (0,), torch.float32)
+    assert torch.equal(y_scale.view(torch.int32), expected_scale.view(torch.int32))
+    grads = _direct.backward(g, y_fp8, bias, weights, *options, y_scale if scaled else None)
+    expected = tb._ops._backward_impl(
+        g, expected_fp8, bias, weights, *options, expected_scale if scaled else None
+    )
     for name, got, want in zip(("dy", "dbias", "dweights"), grads, expected, strict=True):
         assert (got.shape, got.dtype) == (want.shape, want.dtype), name
         if want.numel():

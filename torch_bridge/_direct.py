@@ -12,11 +12,12 @@ stream, so ordering and memory reuse are torch's own, as for any torch op.
 
 Switch: ``TORCH_BRIDGE_LAUNCH=jax`` (the default, for now) or ``direct`` in the
 environment, or :func:`set_launch` at run time. The direct path takes CUDA tensors of the
-kernels' dtypes (float16, bfloat16, float32; the saved float8_e4m3fn input) on GPUs of
-compute capability 8.0 and newer (8.9 for float8); it copies a non-contiguous or
-misaligned input once, as the JAX path does. Everything else (float64, 8-bit arrays of
-2^31 elements or more, older GPUs) goes the JAX path, silently; a failure to lower,
-compile or load a kernel also goes the JAX path, with one warning per process.
+kernels' dtypes (float16, bfloat16, float32; the saved float8_e4m3fn input, with its row
+scales for the scaled store) on GPUs of compute capability 8.0 and newer (8.9 for
+float8); it copies a non-contiguous or misaligned input once, as the JAX path does.
+Everything else (float64, 8-bit arrays of 2^31 elements or more, older GPUs) goes the JAX
+path, silently; a failure to lower, compile or load a kernel also goes the JAX path, with
+one warning per process.
 
 Lowering initializes JAX's backends on the first call of each shape, as the JAX path
 does; JAX itself launches nothing here.
@@ -41,6 +42,8 @@ KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 FP8 = torch.float8_e4m3fn
 MIN_CAPABILITY = 80  # Ampere, as swiglu_jax's Triton kernels
 MIN_FP8_CAPABILITY = 89  # float8 conversions (Pallas' Triton lowering refuses older GPUs)
+# The ops' fp8_store -> the kernels' save_fp8 (as _ops.SAVE_FP8; _ops imports this module).
+SAVE_FP8 = {"none": False, "cast": True, "scaled": "scaled"}
 # Options of triton.compile beyond the kernel's own: libdevice without flush-to-zero, as
 # XLA compiles it by default (xla_gpu_ftz=false), so that both paths compute alike.
 COMPILE_OPTIONS = {"enable_reflect_ftz": False}
@@ -244,24 +247,30 @@ def _check_dtypes(device: torch.device, tensors, fp8: bool):
 # ----------------------------------------------------------------------------- the ops
 
 
-def forward(y, bias, weights, clamp_value, alpha, linear_offset, save_fp8):
-    """``_ops._forward_impl`` on the direct path: ``(out, y_fp8)``, or ``None`` where it
-    declines. ``y`` is ``(N, 2H)``, ``bias`` ``(2H,)``, ``weights`` ``(N, 1)``."""
+def forward(y, bias, weights, clamp_value, alpha, linear_offset, fp8_store):
+    """``_ops._forward_impl`` on the direct path: ``(out, y_fp8, y_scale)``, or ``None``
+    where it declines. ``y`` is ``(N, 2H)``, ``bias`` ``(2H,)``, ``weights`` ``(N, 1)``;
+    ``fp8_store`` is the ops' ``"none"``, ``"cast"`` or ``"scaled"``. ``y_fp8`` is empty
+    without a store, the float32 ``(N, 1)`` ``y_scale`` unless ``"scaled"``."""
+    save_fp8 = SAVE_FP8[fp8_store]
     rows, hidden = y.shape[0], y.shape[1] // 2
     if rows == 0:
-        y_fp8 = y.new_empty((0, 2 * hidden) if save_fp8 else (0,), dtype=FP8)
-        return y.new_empty((0, hidden)), y_fp8
+        return (
+            y.new_empty((0, hidden)),
+            y.new_empty((0, 2 * hidden) if save_fp8 else (0,), dtype=FP8),
+            y.new_empty((0, 1) if save_fp8 == "scaled" else (0,), dtype=torch.float32),
+        )
     bias_dtype = None if bias is None else bias.dtype
     weights_dtype = None if weights is None else weights.dtype
     key = (
         "forward", rows, hidden, y.dtype, bias_dtype, weights_dtype,
-        clamp_value, alpha, linear_offset, save_fp8, y.device,
+        clamp_value, alpha, linear_offset, fp8_store, y.device,
     )  # fmt: skip
 
     def make_ir():
         from swiglu_jax.kernels import triton_ir
 
-        _check_dtypes(y.device, (y, bias, weights), fp8=save_fp8)
+        _check_dtypes(y.device, (y, bias, weights), fp8=bool(save_fp8))
         opts = Options(clamp_value, alpha, linear_offset)
         names = (_name(y.dtype), _name(bias_dtype), _name(weights_dtype))
         return triton_ir.forward_ir(rows, hidden, *names, opts, save_fp8)
@@ -272,13 +281,18 @@ def forward(y, bias, weights, clamp_value, alpha, linear_offset, save_fp8):
     outs = _run(key, launcher, *(x for x in (y, bias, weights) if x is not None))
     if outs is None:
         return None
-    return outs[0], (outs[1] if save_fp8 else y.new_empty((0,), dtype=FP8))
+    out = outs.pop(0)
+    # One tensor per absent output: a custom op's outputs must not alias.
+    y_fp8 = outs.pop(0) if save_fp8 else y.new_empty((0,), dtype=FP8)
+    y_scale = outs.pop(0) if save_fp8 == "scaled" else y.new_empty((0,), dtype=torch.float32)
+    return out, y_fp8, y_scale
 
 
-def backward(g, y, bias, weights, clamp_value, alpha, linear_offset):
+def backward(g, y, bias, weights, clamp_value, alpha, linear_offset, y_scale=None):
     """``_ops._backward_impl`` on the direct path: ``(dy, dbias, dweights)`` (the last
     two empty when absent), or ``None`` where it declines. ``g`` is ``(N, H)``, ``y``
-    ``(N, 2H)`` (possibly the float8_e4m3fn copy)."""
+    ``(N, 2H)`` (possibly the float8_e4m3fn copy, scaled by the ``(N, 1)`` ``y_scale``
+    where given)."""
     rows, hidden = y.shape[0], y.shape[1] // 2
 
     def absent():  # one tensor per output: a custom op's outputs must not alias
@@ -292,23 +306,25 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset):
         )
     bias_dtype = None if bias is None else bias.dtype
     weights_dtype = None if weights is None else weights.dtype
+    scale_dtype = None if y_scale is None else y_scale.dtype
     key = (
-        "backward", rows, hidden, g.dtype, y.dtype, bias_dtype, weights_dtype,
+        "backward", rows, hidden, g.dtype, y.dtype, bias_dtype, weights_dtype, scale_dtype,
         clamp_value, alpha, linear_offset, y.device,
     )  # fmt: skip
 
     def make_ir():
         from swiglu_jax.kernels import triton_ir
 
-        _check_dtypes(y.device, (g, y, bias, weights), fp8=y.dtype == FP8)
+        _check_dtypes(y.device, (g, y, bias, weights, y_scale), fp8=y.dtype == FP8)
         opts = Options(clamp_value, alpha, linear_offset)
         names = (_name(g.dtype), _name(y.dtype), _name(bias_dtype), _name(weights_dtype))
-        return triton_ir.backward_ir(rows, hidden, *names, opts)
+        return triton_ir.backward_ir(rows, hidden, *names, opts, _name(scale_dtype))
 
     launcher = _launcher(key, y.device, make_ir)
     if launcher is None:
         return None
-    outs = _run(key, launcher, *(x for x in (g, y, bias, weights) if x is not None))
+    inputs = (g, y, bias, weights, y_scale)
+    outs = _run(key, launcher, *(x for x in inputs if x is not None))
     if outs is None:
         return None
     dy = outs.pop(0)

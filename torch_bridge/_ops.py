@@ -96,11 +96,10 @@ def _forward_impl(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns ``(out, y_fp8, y_scale)``; ``y_fp8`` is empty for ``fp8_store="none"``,
     ``y_scale`` (float32) unless ``"scaled"``."""
-    if y.is_cuda and _direct.active() and fp8_store != "scaled":  # on torch's stream
-        save_fp8 = fp8_store == "cast"
-        direct = _direct.forward(y, bias, weights, clamp_value, alpha, linear_offset, save_fp8)
+    if y.is_cuda and _direct.active():  # on torch's stream
+        direct = _direct.forward(y, bias, weights, clamp_value, alpha, linear_offset, fp8_store)
         if direct is not None:
-            return (*direct, _empty(y, torch.float32))
+            return direct
     fn = _jax_forward(clamp_value, alpha, linear_offset, fp8_store)
     with _precision(y, bias, weights):
         out, y_fp8, y_scale = fn(*to_jax_all(y, bias, weights))
@@ -139,8 +138,8 @@ def _backward_impl(
     """Returns ``(dy, dbias, dweights)`` in the dtypes of ``g``, ``bias`` and
     ``weights``; the last two are empty when absent. ``y`` may be the fp8 copy, scaled
     by the float32 ``(N, 1)`` ``y_scale`` where given."""
-    if y.is_cuda and _direct.active() and y_scale is None:
-        direct = _direct.backward(g, y, bias, weights, clamp_value, alpha, linear_offset)
+    if y.is_cuda and _direct.active():
+        direct = _direct.backward(g, y, bias, weights, clamp_value, alpha, linear_offset, y_scale)
         if direct is not None:
             return direct
     fn = _jax_backward(clamp_value, alpha, linear_offset)

@@ -38,6 +38,18 @@ CUSTOM_CALL_TARGET = "__gpu$xla.gpu.triton"
 ABSTRACT_GPU = jax.sharding.AbstractDevice(
     device_kind="NVIDIA H100 80GB HBM3", num_cores=132, platform="gpu"
 )
+# Ops of a lowering that compute nothing: function structure and relabelings of arrays
+# (reshapes of dense row-major arrays, sharding annotations).
+LAYOUT_OPS = frozenset(
+    {
+        "func.func",
+        "func.return",
+        "func.call",
+        "stablehlo.reshape",
+        "sdy.mesh",
+        "sdy.sharding_constraint",
+    }
+)
 # MLIR element types of the kernels' arrays, by dtype name.
 ELEMENT_TYPES = {
     "bf16": "bfloat16",
@@ -87,15 +99,20 @@ def forward_ir(
     bias_dtype: str | None,
     weights_dtype: str | None,
     opts: Options,
-    save_fp8: bool,
+    save_fp8: bool | str,
 ) -> KernelIR:
     """The forward kernel for ``y`` ``(rows, 2, hidden)``, ``bias`` ``(2, hidden)`` and
-    ``weights`` ``(rows, 1)`` (``None`` dtype: absent). Operands: ``y`` as ``(rows, 2H)``,
-    ``bias`` as ``(2H,)``, ``weights``; results: ``out`` ``(rows, H)`` and, with
-    ``save_fp8``, ``y`` as float8_e4m3fn ``(rows, 2H)``.
+    ``weights`` ``(rows, 1)`` (``None`` dtype: absent), with the fp8 store ``save_fp8``
+    (``False``, ``True`` or ``"scaled"``, as the kernels take it). Operands: ``y`` as
+    ``(rows, 2H)``, ``bias`` as ``(2H,)``, ``weights``; results: ``out`` ``(rows, H)``,
+    then with a store ``y`` as float8_e4m3fn ``(rows, 2H)``, then with the scaled store
+    its row scales ``y_scale`` ``(rows, 1)`` float32 (computed in the kernel, which then
+    sweeps whole rows: grid ``(1, row blocks, 1)``).
 
     Raises ``NotImplementedError`` where the kernels decline the input (float64, 8-bit
-    arrays of 2^31 elements or more), ``ValueError`` for ``rows == 0`` (no kernel)."""
+    arrays of 2^31 elements or more) or where the lowering computes more than the kernel
+    (XLA ops beside it: none so far, for every store, ``H`` below or above the kernels'
+    4096-column block alike), ``ValueError`` for ``rows == 0`` (no kernel)."""
 
     def forward(y, bias, weights):
         return kernels.forward(y, bias, weights, opts, save_fp8=save_fp8)
@@ -105,7 +122,7 @@ def forward_ir(
         _spec((2, hidden), bias_dtype),
         _spec((rows, 1), weights_dtype),
     )
-    return _lower(forward, specs)
+    return _lower(forward, specs, alone=True)
 
 
 @functools.lru_cache(maxsize=256)
@@ -117,27 +134,33 @@ def backward_ir(
     bias_dtype: str | None,
     weights_dtype: str | None,
     opts: Options,
+    y_scale_dtype: str | None = None,
 ) -> KernelIR:
     """The backward kernel for ``g`` ``(rows, hidden)`` (whose dtype ``dy`` takes) and the
-    forward's inputs (``y`` possibly the float8_e4m3fn copy). Operands: ``g``, ``y`` as
-    ``(rows, 2H)``, ``bias`` as ``(2H,)``, ``weights``; results: ``dy`` ``(rows, 2H)``,
-    then with ``bias`` its float32 partial sums ``(row blocks, 2H)`` and with ``weights``
-    theirs ``(rows, hidden blocks)``, which the caller reduces (sum over axis 0, resp. 1)
-    and casts to the dtype of ``bias``, resp. ``weights``. Raises as :func:`forward_ir`."""
+    forward's inputs (``y`` possibly the float8_e4m3fn copy, with the scaled store's row
+    scales ``y_scale`` ``(rows, 1)``, float32 from the forward). Operands: ``g``, ``y`` as
+    ``(rows, 2H)``, ``bias`` as ``(2H,)``, ``weights``, ``y_scale``; results: ``dy``
+    ``(rows, 2H)``, then with ``bias`` its float32 partial sums ``(row blocks, 2H)`` and
+    with ``weights`` theirs ``(rows, hidden blocks)``, which the caller reduces (sum over
+    axis 0, resp. 1) and casts to the dtype of ``bias``, resp. ``weights``. Raises as
+    :func:`forward_ir` (but for the reductions, the XLA ops beside its kernel)."""
 
-    def backward(g, y, bias, weights):
-        return kernels.backward(g, y, bias, weights, opts, dy_dtype=g.dtype)
+    def backward(g, y, bias, weights, y_scale):
+        return kernels.backward(g, y, bias, weights, opts, dy_dtype=g.dtype, y_scale=y_scale)
 
     specs = (
         _spec((rows, hidden), g_dtype),
         _spec((rows, 2, hidden), y_dtype),
         _spec((2, hidden), bias_dtype),
         _spec((rows, 1), weights_dtype),
+        _spec((rows, 1), y_scale_dtype),
     )
     return _lower(backward, specs)
 
 
-def _lower(fn, specs) -> KernelIR:
+def _lower(fn, specs, *, alone: bool = False) -> KernelIR:
+    """The kernel of ``fn`` lowered at ``specs``; with ``alone``, declines a lowering with
+    ops other than the kernel and relabelings of arrays (``LAYOUT_OPS``)."""
     if specs[0].shape[0] == 0:
         raise ValueError("no kernel runs for zero rows")
     mesh = jax.sharding.AbstractMesh((1,), ("x",), abstract_device=ABSTRACT_GPU)
@@ -152,9 +175,13 @@ def _lower(fn, specs) -> KernelIR:
             lowered = jax.jit(fn).trace(*specs).lower(lowering_platforms=("cuda",))
         except Exception:
             raise error from None
-    calls = _custom_calls(lowered.compiler_ir("stablehlo").operation)
+    module = lowered.compiler_ir("stablehlo").operation
+    calls = _custom_calls(module)
     if len(calls) != 1:
         raise RuntimeError(f"expected one Triton kernel in the lowering, found {len(calls)}")
+    others = sorted(_ops_besides_layout(module))
+    if alone and others:
+        raise NotImplementedError(f"the kernel runs with XLA ops beside it: {others}")
     return _kernel_ir(calls[0])
 
 
@@ -168,6 +195,21 @@ def _custom_calls(op) -> list:
                     if target == CUSTOM_CALL_TARGET:
                         found.append(child)
                 found += _custom_calls(child.operation)
+    return found
+
+
+def _ops_besides_layout(op) -> set[str]:
+    found = set()
+    for region in op.regions:
+        for block in region:
+            for child in block:
+                name = child.operation.name
+                if name == "stablehlo.custom_call":
+                    target = ir.StringAttr(child.attributes["call_target_name"]).value
+                    name = None if target in (CUSTOM_CALL_TARGET, "Sharding") else target
+                if name is not None and name not in LAYOUT_OPS:
+                    found.add(name)
+                found |= _ops_besides_layout(child.operation)
     return found
 
 
