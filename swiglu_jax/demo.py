@@ -37,6 +37,7 @@ CASES: dict[str, tuple[bool, bool, dict]] = {
     "swiglu, clamp_value=1": (False, False, {"clamp_value": 1.0}),
     "swiglu, GPT-OSS": (False, False, GPT_OSS),
     "swiglu, fp8 input store": (False, False, {"fp8_input_store": True}),
+    "swiglu, scaled fp8 store": (False, False, {"fp8_input_store": "scaled"}),
     "bias_swiglu, stacked layout": (True, False, {"layout": "stacked"}),
 }
 
