@@ -51,7 +51,7 @@ for stage in "${stages[@]}"; do
     bench)
       run_stage bench python3 -m swiglu_jax.bench --sizes full --dtypes bfloat16,float32 \
         --out "$OUT" ;;
-    tiles) run_stage tiles python3 benchmarks/experiments/triton_tiles.py ;;
+    tiles) run_stage tiles python3 benchmarks/experiments/triton_tiles.py --small ;;
     two) run_stage two python3 -m pytest tests/test_sharding.py -q -p no:cacheprovider -k two_gpus ;;
     *) summary+=("$stage: unknown stage") ;;
   esac

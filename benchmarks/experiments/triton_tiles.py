@@ -31,11 +31,23 @@ TILES = [
     (1, 8192, 16),
     (2, 2048, 8),
     (1, 2048, 8),
+    (1, 2048, 4),
+    (4, 1024, 8),
     (1, 1024, 4),
 ]
 EVICTION_TILES = []  # evict_first measured slower everywhere (PERF_NOTES.md)
-BIAS_TILES = [(64, 128, 8), (32, 256, 8), (16, 512, 8), (8, 1024, 8)]
-SIZES = [(4096, 2048), (8192, 11008), (8192, 14336), (16384, 8192)]
+BIAS_TILES = [
+    (64, 128, 8),
+    (64, 128, 4),
+    (128, 128, 8),
+    (128, 64, 4),
+    (32, 128, 4),
+    (32, 256, 8),
+    (16, 512, 8),
+    (8, 1024, 8),
+]
+SIZES = [(4096, 2048), (4096, 4096), (8192, 11008), (8192, 14336), (16384, 8192)]
+SMALL = SIZES[:2]  # issue 4's open rows: 4096 tokens
 
 
 class _Evicting:
@@ -113,8 +125,9 @@ def list_kernels(rows, hidden):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--small", action="store_true", help="only the 4096-token sizes")
     args = parser.parse_args()
-    sizes = SIZES[:1] if args.quick else SIZES
+    sizes = SIZES[:1] if args.quick else SMALL if args.small else SIZES
     bandwidth = bench.copy_bandwidth()
     print(f"copy {bandwidth / 1e9:.0f} GB/s", flush=True)
     list_kernels(*sizes[0])
