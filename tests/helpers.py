@@ -153,6 +153,26 @@ FP8_EDGES = [0.0, 1.7, -(2.0**-9), 440.0, 448.0, 460.0, 464.0, 465.0, 479.0, 480
 FP8_EDGES += [1e4, np.inf, -np.inf, np.nan, -460.0, -500.0, -1e4]
 
 
+def check_saved_copy(y, y_fp8, y_scale, save_fp8, layout="stacked"):
+    """A kernel forward's saved copy against ``swiglu_jax.testing``: none without the fp8
+    store, the bits of Megatron's cast with ``True``, the bits of the scaled copy and its
+    float32 row scales with ``"scaled"``. Returns what the backward reads (``y`` or the
+    copy)."""
+    expected_q, expected_scale = testing.fp8_scaled_cast(y, layout)
+    if save_fp8:
+        assert y_fp8.dtype == jnp.float8_e4m3fn and y_fp8.shape == y.shape
+        exact = expected_q if save_fp8 == "scaled" else testing.fp8_cast(y)
+        np.testing.assert_array_equal(np.asarray(y_fp8).view(np.uint8), exact.view(np.uint8))
+    else:
+        assert y_fp8 is None
+    if save_fp8 == "scaled":
+        assert y_scale.dtype == jnp.float32
+        np.testing.assert_array_equal(np.asarray(y_scale), expected_scale)
+    else:
+        assert y_scale is None
+    return y_fp8 if save_fp8 else y
+
+
 def fp8_edge_input(dtype):
     """``(8, 2, H)``, the canonical shape: every edge value in both halves of every row."""
     return jnp.asarray(np.broadcast_to(np.array(FP8_EDGES), (8, 2, len(FP8_EDGES))), dtype)

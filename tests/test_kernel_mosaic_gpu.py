@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import strategies
 from conftest import SEED, examples
-from helpers import CLAMP_TIE, with_sums_on_the_clamp
+from helpers import CLAMP_TIE, check_saved_copy, with_sums_on_the_clamp
 from hypothesis import given, seed
 from hypothesis import strategies as st
 from jax._src.pallas.mosaic_gpu.interpret import gpu_callbacks
@@ -109,19 +109,7 @@ def check_inputs(inputs, dtype, options, config=None, save_fp8=False):
     expected = testing.swiglu_forward(y, bias, weights, layout="stacked", **options)
     check(out, expected, dtype, "out")
 
-    saved = y
-    expected_q, expected_scale = testing.fp8_scaled_cast(y, "stacked")
-    if save_fp8:
-        assert y_fp8.dtype == jnp.float8_e4m3fn and y_fp8.shape == y.shape
-        exact = expected_q if save_fp8 == "scaled" else testing.fp8_cast(y)
-        np.testing.assert_array_equal(np.asarray(y_fp8).view(np.uint8), exact.view(np.uint8))
-        saved = y_fp8
-    else:
-        assert y_fp8 is None
-    if save_fp8 == "scaled":
-        np.testing.assert_array_equal(np.asarray(y_scale), expected_scale)
-    else:
-        assert y_scale is None
+    saved = check_saved_copy(y, y_fp8, y_scale, save_fp8)
 
     dy, dbias, dweights = run_kernel(
         mosaic_gpu.backward,
