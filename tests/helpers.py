@@ -194,6 +194,37 @@ def usage() -> tuple[int, int, int]:
     return resident_bytes(), len(gc.get_objects()), len(jax.live_arrays())
 
 
+def megatron_functions(module, y, bias, weights, g) -> dict:
+    """The audit table (see :func:`error_audit`) of the Megatron names that both packages
+    export: name -> ``(function, good keyword arguments, required argument names)``."""
+    return {
+        "swiglu": (module.swiglu, dict(y=y), ("y",)),
+        "bias_swiglu": (module.bias_swiglu, dict(y=y, bias=bias), ("y", "bias")),
+        "weighted_swiglu": (
+            module.weighted_swiglu,
+            dict(y=y, weights=weights, bias=bias),
+            ("y", "weights"),
+        ),
+        "swiglu_back": (module.swiglu_back, dict(g=g, y=y), ("g", "y")),
+        "bias_swiglu_back": (
+            module.bias_swiglu_back,
+            dict(g=g, y=y, bias=bias),
+            ("g", "y", "bias"),
+        ),
+        "weighted_swiglu_back": (
+            module.weighted_swiglu_back,
+            dict(g=g, y=y, weights=weights, bias=bias),
+            ("g", "y", "weights"),
+        ),
+        "bias_swiglu_impl": (module.bias_swiglu_impl, dict(input=y, bias=bias), ("input",)),
+        "weighted_bias_swiglu_impl": (
+            module.weighted_bias_swiglu_impl,
+            dict(input=y, bias=bias, weights=weights),
+            ("input", "weights"),
+        ),
+    }
+
+
 def error_audit(functions, bad_values, missing_message):
     """``pytest.param(call, error, message)`` for every public function with each of its
     arguments in turn replaced by each bad value of that argument.

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import SEED
-from helpers import error_audit, junk_calls
+from helpers import error_audit, junk_calls, megatron_functions
 from hypothesis import given, seed
 
 import swiglu_jax as sj
@@ -28,22 +28,7 @@ B = jnp.ones((8,), jnp.float32)
 
 # name -> (function, good keyword arguments, the arguments it requires).
 FUNCTIONS = {
-    "swiglu": (sj.swiglu, dict(y=Y), ("y",)),
-    "bias_swiglu": (sj.bias_swiglu, dict(y=Y, bias=B), ("y", "bias")),
-    "weighted_swiglu": (sj.weighted_swiglu, dict(y=Y, weights=W, bias=B), ("y", "weights")),
-    "swiglu_back": (sj.swiglu_back, dict(g=G, y=Y), ("g", "y")),
-    "bias_swiglu_back": (sj.bias_swiglu_back, dict(g=G, y=Y, bias=B), ("g", "y", "bias")),
-    "weighted_swiglu_back": (
-        sj.weighted_swiglu_back,
-        dict(g=G, y=Y, weights=W, bias=B),
-        ("g", "y", "weights"),
-    ),
-    "bias_swiglu_impl": (sj.bias_swiglu_impl, dict(input=Y, bias=B), ("input",)),
-    "weighted_bias_swiglu_impl": (
-        sj.weighted_bias_swiglu_impl,
-        dict(input=Y, bias=B, weights=W),
-        ("input", "weights"),
-    ),
+    **megatron_functions(sj, Y, B, W, G),
     "swiglu_reference": (sj.swiglu_reference, dict(y=Y, bias=B, weights=W), ("y",)),
 }
 assert sorted(FUNCTIONS) == sorted(sj.__all__)

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import SEED  # noqa: E402
-from helpers import error_audit, junk_calls  # noqa: E402
+from helpers import error_audit, junk_calls, megatron_functions  # noqa: E402
 from hypothesis import given, seed  # noqa: E402
 
 import torch_bridge as tb  # noqa: E402
@@ -36,22 +36,7 @@ def keywords(function_class):
 
 # name -> (callable, good keyword arguments, the arguments it requires).
 FUNCTIONS = {
-    "swiglu": (tb.swiglu, dict(y=Y), ("y",)),
-    "bias_swiglu": (tb.bias_swiglu, dict(y=Y, bias=B), ("y", "bias")),
-    "weighted_swiglu": (tb.weighted_swiglu, dict(y=Y, weights=W, bias=B), ("y", "weights")),
-    "swiglu_back": (tb.swiglu_back, dict(g=G, y=Y), ("g", "y")),
-    "bias_swiglu_back": (tb.bias_swiglu_back, dict(g=G, y=Y, bias=B), ("g", "y", "bias")),
-    "weighted_swiglu_back": (
-        tb.weighted_swiglu_back,
-        dict(g=G, y=Y, weights=W, bias=B),
-        ("g", "y", "weights"),
-    ),
-    "bias_swiglu_impl": (tb.bias_swiglu_impl, dict(input=Y, bias=B), ("input",)),
-    "weighted_bias_swiglu_impl": (
-        tb.weighted_bias_swiglu_impl,
-        dict(input=Y, bias=B, weights=W),
-        ("input", "weights"),
-    ),
+    **megatron_functions(tb, Y, B, W, G),
     "SwiGLUFunction": (keywords(tb.SwiGLUFunction), dict(input=Y), ("input",)),
     "BiasSwiGLUFunction": (
         keywords(tb.BiasSwiGLUFunction),
