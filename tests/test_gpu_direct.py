@@ -9,7 +9,8 @@ has none); the CPU side (IR, compilation, switch) is test_torch_bridge_direct.py
 from __future__ import annotations
 
 import contextlib
-import time
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,9 @@ pytest.importorskip("triton")
 import torch_bridge as tb  # noqa: E402
 from swiglu_jax import testing  # noqa: E402
 from torch_bridge import _direct, _ops  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+from bridge_overhead import per_call  # noqa: E402
 
 GPT_OSS = {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0}
 VARIANTS = ["plain", "bias", "weighted", "weighted_bias"]
@@ -265,15 +269,10 @@ def test_memory_stays_flat():
     assert torch.cuda.memory_allocated() - before < 2**20
 
 
-def per_call_us(fn, calls=500, warmup=50) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / calls * 1e6
+def per_call_us(fn) -> float:
+    """Host microseconds per call, calls back to back (benchmarks/bridge_overhead.py's
+    measure, with more calls)."""
+    return per_call(fn, calls=500, warmup=50)
 
 
 def test_host_time_per_call():
