@@ -42,7 +42,8 @@ KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 FP8 = torch.float8_e4m3fn
 MIN_CAPABILITY = 80  # Ampere, as swiglu_jax's Triton kernels
 MIN_FP8_CAPABILITY = 89  # float8 conversions (Pallas' Triton lowering refuses older GPUs)
-# The ops' fp8_store -> the kernels' save_fp8 (as _ops.SAVE_FP8; _ops imports this module).
+# The ops' fp8_store -> the kernels' save_fp8 (also _ops.SAVE_FP8, which _ops takes from
+# here: _ops imports this module).
 SAVE_FP8 = {"none": False, "cast": True, "scaled": "scaled"}
 # Options of triton.compile beyond the kernel's own: libdevice without flush-to-zero, as
 # XLA compiles it by default (xla_gpu_ftz=false), so that both paths compute alike.

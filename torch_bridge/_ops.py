@@ -25,9 +25,10 @@ from torch_bridge import _direct
 from torch_bridge._exchange import to_jax_all, to_torch
 
 FP8 = torch.float8_e4m3fn
-# fp8_input_store -> the ops' fp8_store, and back to what swiglu_jax's kernels take.
-FP8_STORES = {False: "none", True: "cast", "scaled": "scaled"}
-SAVE_FP8 = {store: option for option, store in FP8_STORES.items()}
+# The ops' fp8_store -> what swiglu_jax's kernels take (one table, defined in _direct,
+# which this module imports), and fp8_input_store -> the ops' fp8_store.
+SAVE_FP8 = _direct.SAVE_FP8
+FP8_STORES = {option: store for store, option in SAVE_FP8.items()}
 
 # JAX launches its kernels on its own stream, which a torch CUDA graph cannot capture:
 # the tag makes inductor's CUDA-graph partitioning (torch._inductor.config.graph_partition)
