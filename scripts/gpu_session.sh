@@ -9,6 +9,7 @@
 # (the two-GPU tests; needs a two-GPU machine). A stage that fails does not stop the
 # next. Wheels the machine lacks (pytest, hypothesis, liger...) are carried in .whl/
 # (ignored by git: name it in the device tool's carry) and installed under /tmp/site.
+# STAGE_TIMEOUT=SECONDS stops a stage that runs longer (rc 124), so the summary still prints.
 # Results go to $OUT; the last lines printed are a short summary of every stage.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +31,7 @@ summary=()
 run_stage() {  # name, command...: runs it, logs to $OUT/NAME.log, notes the outcome
   local name="$1" start=$SECONDS rc
   shift
-  "$@" >"$OUT/$name.log" 2>&1
+  timeout "${STAGE_TIMEOUT:-0}" "$@" >"$OUT/$name.log" 2>&1
   rc=$?
   summary+=("$(printf '%-8s rc=%-3s %4ss  %s' "$name" "$rc" $((SECONDS - start)) \
     "$(tail -n 1 "$OUT/$name.log" | cut -c1-100)")")
