@@ -1,0 +1,87 @@
+"""Experiment: where the direct launch's host time goes, beside native torch's own.
+
+    PYTHONPATH=. python3 benchmarks/experiments/direct_host_time.py      (needs a GPU)
+
+Small input (64 x 512 bf16, the kernel takes a few microseconds), host µs per call,
+calls back to back, one sync at the end. Pieces: triton's launcher alone (tensors, then
+raw pointers), the op forward and backward, the public function without grad, forward +
+backward through autograd (with and without grad accumulation), and torch eager's
+Megatron formula with autograd for scale. Then a cProfile of the bridge's forward +
+backward, the top entries by own time.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import time
+
+import torch
+
+import torch_bridge as tb
+from torch_bridge import _direct, _ops
+
+
+def per_call(fn, calls=2000, warmup=200) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def main():
+    tb.set_launch("direct")
+    y = torch.randn(64, 512, device="cuda", dtype=torch.bfloat16)
+    g = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
+    _ops.forward(y, None, None, None, 1.0, 0.0, "none")
+    launcher = next(v for k, v in _direct._launchers.items() if k[0] == "forward")
+    out = torch.empty(64, 256, device="cuda", dtype=torch.bfloat16)
+    stream = torch.cuda.current_stream().cuda_stream
+    yg = y.clone().requires_grad_()
+
+    def fresh_grad():
+        yg.grad = None
+        tb.swiglu(yg).backward(g)
+
+    def torch_train():
+        a, b = torch.chunk(yg, 2, -1)
+        (torch.nn.functional.silu(a) * b).backward(g)
+
+    def torch_fresh():
+        yg.grad = None
+        torch_train()
+
+    times = {
+        "triton launcher, tensors": lambda: launcher.run(y, out, stream=stream),
+        "triton launcher, pointers": lambda: launcher.run(
+            y.data_ptr(), out.data_ptr(), stream=stream
+        ),
+        "Launcher.__call__": lambda: launcher(y),
+        "op forward": lambda: _ops.forward(y, None, None, None, 1.0, 0.0, "none"),
+        "op backward": lambda: _ops.backward(g, y, None, None, None, 1.0, 0.0),
+        "swiglu, no grad": lambda: tb.swiglu(y),
+        "swiglu forward + backward": lambda: tb.swiglu(yg).backward(g),
+        "swiglu forward + backward, grad=None": fresh_grad,
+        "torch eager forward + backward": torch_train,
+        "torch eager forward + backward, grad=None": torch_fresh,
+    }
+    for name, fn in times.items():
+        print(f"{name:45} {per_call(fn):8.1f} us", flush=True)
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(2000):
+        fresh_grad()
+    torch.cuda.synchronize()
+    profile.disable()
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)
+    print(text.getvalue())
+
+
+if __name__ == "__main__":
+    main()
