@@ -104,6 +104,34 @@ def test_shapes(rng, implementation, dtype, lead, hidden):
     check(rng, implementation, "weighted_bias", lead, hidden, dtype, "split", {"clamp_value": 3.0})
 
 
+@pytest.mark.parametrize("store", [True, "scaled"], ids=["cast", "scaled"])
+@pytest.mark.parametrize("implementation", ["xla", "auto", *KERNELS])
+def test_fp8_store_holds_in_one_compiled_step(rng, implementation, store):
+    """Forward and backward compiled together, as in a training step: the gradient is
+    the fp8 store's (computed from the rounded copy), not the exact input's. Without its
+    optimization barrier, XLA on GPU drops the rounding as excess precision."""
+    y = (2 * rng.standard_normal((512, 2, 768))).astype(np.float32)
+    g = rng.standard_normal((512, 768)).astype(np.float32)
+    yj, gj = jnp.asarray(y, jnp.bfloat16), jnp.asarray(g, jnp.bfloat16)
+
+    @jax.jit
+    def step(y, g):
+        _, vjp = jax.vjp(
+            lambda y: sj.swiglu(
+                y, fp8_input_store=store, layout="stacked", implementation=implementation
+            ),
+            y,
+        )
+        return vjp(g)[0]
+
+    dy = np.asarray(step(yj, gj).astype(jnp.float32))
+    y64, g64 = np.asarray(yj.astype(jnp.float32)), np.asarray(gj.astype(jnp.float32))
+    stored = testing.swiglu_backward(g64, y64, fp8_input_store=store, layout="stacked")["y"]
+    exact = testing.swiglu_backward(g64, y64, layout="stacked")["y"]
+    assert testing.relative_error(dy, stored) <= testing.tolerance(jnp.bfloat16)
+    assert testing.relative_error(dy, exact) > 2 * testing.tolerance(jnp.bfloat16)
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16], ids=str)
 @pytest.mark.parametrize("implementation", ["xla", *KERNELS])
 def test_fp8_store_saturates_like_torchs_cast(implementation, dtype):

@@ -9,8 +9,10 @@ has none); the CPU side (IR, compilation, switch) is test_torch_bridge_direct.py
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -20,7 +22,7 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 import torch_bridge as tb  # noqa: E402
-from swiglu_jax import testing  # noqa: E402
+from swiglu_jax import _dispatch, testing  # noqa: E402
 from torch_bridge import _direct, _ops  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
@@ -101,8 +103,30 @@ def same_bits(a, b):
     )
 
 
+@contextlib.contextmanager
+def jax_path_on_triton():
+    """The bridge's JAX path with swiglu_jax's Triton kernels, the ones the direct path
+    launches ("auto" takes Mosaic GPU first for float32 on Hopper)."""
+    call = _dispatch.call
+
+    def on_triton(method, opts, *args, **static):
+        opts = dataclasses.replace(opts, implementation="pallas:triton")
+        return call(method, opts, *args, **static)
+
+    def retrace():
+        _ops._jax_forward.cache_clear()
+        _ops._jax_backward.cache_clear()
+
+    retrace()
+    try:
+        with mock.patch.object(_dispatch, "call", on_triton):
+            yield
+    finally:
+        retrace()
+
+
 def both_paths(variant, tensors, **options):
-    with launch("jax"):
+    with launch("jax"), jax_path_on_triton():
         expected = step(variant, *tensors, **options)
     with launch("direct"):
         got = step(variant, *tensors, **options)
@@ -136,7 +160,7 @@ def test_saved_fp8_store_same_bits(rows, hidden, store):
     row scales; above 4096 columns the kernel sweeps each row twice), bit for bit."""
     y, bias, weights, _ = inputs(rows, hidden, torch.bfloat16, "weighted_bias")
     args = (y, bias, weights, None, 1.0, 0.0, store)
-    with launch("jax"):
+    with launch("jax"), jax_path_on_triton():
         expected = _ops.forward(*args)
     with launch("direct"):
         got = _ops.forward(*args)
@@ -278,17 +302,28 @@ def per_call_us(fn) -> float:
 def test_host_time_per_call():
     """The issue's target on a small input (the kernel takes a few microseconds, so the
     host sets the pace): at most 50 us of host time per forward and per backward call
-    of the op; the public functions with validation and autograd, printed beside."""
+    of the op; the public functions, with validation and autograd, at most 50 us per
+    call above torch eager's own Megatron formula (which they replace) on the same
+    input. Measured on an H200 host: op 19 / 21 us, swiglu 42 us, forward + backward
+    197 us against torch's 125 us."""
     y, bias, _, g = inputs(64, 256, torch.bfloat16, "bias")
     tb.set_launch("direct")
     yg = y.clone().requires_grad_()
+
+    def torch_swiglu(y):
+        a, b = torch.chunk(y, 2, -1)
+        return torch.nn.functional.silu(a) * b
+
     times = {
         "op forward": per_call_us(lambda: _ops.forward(y, None, None, None, 1.0, 0.0, "none")),
         "op backward": per_call_us(lambda: _ops.backward(g, y, None, None, None, 1.0, 0.0)),
         "op bias backward": per_call_us(lambda: _ops.backward(g, y, bias, None, None, 1.0, 0.0)),
         "swiglu, no grad": per_call_us(lambda: tb.swiglu(y)),
+        "torch, no grad": per_call_us(lambda: torch_swiglu(y)),
         "swiglu forward + backward": per_call_us(lambda: tb.swiglu(yg).backward(g)),
+        "torch forward + backward": per_call_us(lambda: torch_swiglu(yg).backward(g)),
     }
     print({name: round(us, 1) for name, us in times.items()})
     assert times["op forward"] <= 50 and times["op backward"] <= 50, times
-    assert times["swiglu forward + backward"] <= 200, times
+    assert times["swiglu, no grad"] <= times["torch, no grad"] + 50, times
+    assert times["swiglu forward + backward"] <= times["torch forward + backward"] + 100, times

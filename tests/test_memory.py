@@ -51,3 +51,20 @@ def test_variant_figures_on_cpu():
     assert figures["peak_above_inputs_MiB"] is None and figures["host_buffers"] == 0
     assert figures["device_temp_MiB"] > 0 and figures["ms_per_step"] > 0
     assert memory.host_buffers("f32[8]{0:S(5)} copy-start(f32[8]{0} %x)") == 1
+
+
+@pytest.mark.parametrize("store", [True, "scaled"])
+def test_xla_keeps_the_fp8_copy_when_forward_and_backward_compile_together(store):
+    """XLA on GPU removes a lossy ``y -> float8 -> float32`` round trip as excess
+    precision when it sees both ends in one module (measured on an H200), so the XLA
+    implementation puts the copy behind an optimization barrier: the compiled step
+    still reads the float8 copy (tests/test_gpu.py checks its gradient there)."""
+    y = jnp.ones((64, 2 * 128), jnp.bfloat16)
+
+    def step(y):
+        out, vjp = jax.vjp(lambda y: sj.swiglu(y, fp8_input_store=store, implementation="xla"), y)
+        return vjp(out)[0]
+
+    module = jax.jit(step).lower(y).as_text()
+    barriers = [line for line in module.splitlines() if "optimization_barrier" in line]
+    assert barriers and all("f8E4M3FN" in line for line in barriers), barriers

@@ -66,6 +66,8 @@ def _check_tensor(fn: str, name: str, x) -> torch.Tensor:
 
 
 def _check_number(fn: str, name: str, value) -> float:
+    if type(value) is float and math.isfinite(value):  # the common case, fast
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a number, got {value!r}")
     if not math.isfinite(value):
@@ -117,15 +119,18 @@ def _required(fn: str, name: str, x):
 def _check(fn: str, y, bias=None, weights=None, g=None, *, y_name="y") -> tuple[int, ...]:
     """Validates the tensors of one call; returns the token shape ``y.shape[:-1]``."""
     _check_tensor(fn, y_name, y)
-    y_shape = f"{y_name}.shape={tuple(y.shape)}"
-    if y.dim() < 1 or y.shape[-1] == 0 or y.shape[-1] % 2:
+    shape = y.shape
+    if not shape or shape[-1] == 0 or shape[-1] % 2:
         raise ValueError(
             f"{fn}: {y_name} must have an even, nonzero last dimension holding [gate | up], "
-            f"got {y_shape}"
+            f"got {y_name}.shape={tuple(shape)}"
         )
-    if y.device.type not in ("cpu", "cuda"):
+    if not (y.is_cuda or y.is_cpu):
         raise ValueError(f"{fn}: {y_name} is on {y.device}; JAX reads CPU and CUDA tensors")
-    lead, hidden = tuple(y.shape[:-1]), y.shape[-1] // 2
+    lead = tuple(shape[:-1])
+    if bias is None and weights is None and g is None:
+        return lead
+    hidden = shape[-1] // 2
     expected = {"bias": (2 * hidden,), "weights": (*lead, 1), "g": (*lead, hidden)}
     for name, x in (("bias", bias), ("weights", weights), ("g", g)):
         if x is None:
@@ -133,8 +138,8 @@ def _check(fn: str, y, bias=None, weights=None, g=None, *, y_name="y") -> tuple[
         _check_tensor(fn, name, x)
         if tuple(x.shape) != expected[name]:
             raise ValueError(
-                f"{fn}: {name} must have shape {expected[name]} for {y_shape}, "
-                f"got {name}.shape={tuple(x.shape)}"
+                f"{fn}: {name} must have shape {expected[name]} for "
+                f"{y_name}.shape={tuple(shape)}, got {name}.shape={tuple(x.shape)}"
             )
         if x.device != y.device:
             raise ValueError(f"{fn}: {name} is on {x.device} but {y_name} is on {y.device}")

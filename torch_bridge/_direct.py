@@ -45,9 +45,14 @@ MIN_FP8_CAPABILITY = 89  # float8 conversions (Pallas' Triton lowering refuses o
 # The ops' fp8_store -> the kernels' save_fp8 (also _ops.SAVE_FP8, which _ops takes from
 # here: _ops imports this module).
 SAVE_FP8 = {"none": False, "cast": True, "scaled": "scaled"}
-# Options of triton.compile beyond the kernel's own: libdevice without flush-to-zero, as
-# XLA compiles it by default (xla_gpu_ftz=false), so that both paths compute alike.
-COMPILE_OPTIONS = {"enable_reflect_ftz": False}
+# Options of triton.compile beyond the kernel's own, so that both paths compute alike:
+# libdevice without flush-to-zero, as XLA compiles it by default (xla_gpu_ftz=false), and
+# no contraction of a product and a sum into one FMA, which XLA's compilation of Triton
+# kernels does not do. Measured on an H200 (benchmarks/experiments/direct_bits.py): with
+# triton's default contraction the backward differed from JAX's launch of the same kernel
+# by one unit in the last place in about 1 element in 10^5 (16-bit) and in 12% of the
+# float32 elements; without it, every element of every case is the same bits.
+COMPILE_OPTIONS = {"enable_reflect_ftz": False, "enable_fp_fusion": False}
 
 
 # ----------------------------------------------------------------------------- the switch
