@@ -149,10 +149,13 @@ def llm_steps(rows=8192, hidden=14336, steps=10) -> dict:
 
 
 def profile_train_step(out_dir):
-    """cProfile of forward + backward through the bridge on a small input."""
+    """cProfile of forward + backward through the bridge (the default, direct launch)
+    on a small input."""
     import cProfile
     import io
     import pstats
+
+    tb.set_launch("direct")
 
     y = torch.randn(64, 512, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     g = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
@@ -185,6 +188,7 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
     results = {}
+    tb.set_launch("jax")  # the JAX path's pieces; the launch paths side by side follow
     for rows, two_h in ((64, 512), (1024, 4096)):
         results[f"{rows}x{two_h}"] = {
             name: per_call(fn) for name, fn in host_parts(rows, two_h).items()

@@ -173,12 +173,14 @@ def restore_launch():
     _direct.set_launch(mode)
 
 
-def test_jax_is_the_default(monkeypatch):
+def test_direct_is_the_default(monkeypatch):
     monkeypatch.delenv(_direct.LAUNCH_ENV, raising=False)
-    assert _direct.DEFAULT_LAUNCH == "jax" and _direct._launch_from_env() == "jax"
+    assert _direct.DEFAULT_LAUNCH == "direct" and _direct._launch_from_env() == "direct"
 
 
-@pytest.mark.parametrize("value,mode", [("direct", "direct"), (" Direct ", "direct"), ("", "jax")])
+@pytest.mark.parametrize(
+    "value,mode", [("jax", "jax"), (" JAX ", "jax"), ("direct", "direct"), ("", "direct")]
+)
 def test_environment_switch(monkeypatch, value, mode):
     monkeypatch.setenv(_direct.LAUNCH_ENV, value)
     assert _direct._launch_from_env() == mode
@@ -187,7 +189,7 @@ def test_environment_switch(monkeypatch, value, mode):
 def test_unknown_environment_value_warns_and_keeps_the_default(monkeypatch):
     monkeypatch.setenv(_direct.LAUNCH_ENV, "fast")
     with pytest.warns(UserWarning, match="TORCH_BRIDGE_LAUNCH='fast'"):
-        assert _direct._launch_from_env() == "jax"
+        assert _direct._launch_from_env() == "direct"
 
 
 def test_set_launch(restore_launch):

@@ -10,14 +10,14 @@ tensors' data pointers. The outputs (and the backward's float32 partial sums, wh
 reduces as XLA does on the JAX path) are allocated by torch's caching allocator on that
 stream, so ordering and memory reuse are torch's own, as for any torch op.
 
-Switch: ``TORCH_BRIDGE_LAUNCH=jax`` (the default, for now) or ``direct`` in the
-environment, or :func:`set_launch` at run time. The direct path takes CUDA tensors of the
+Switch: ``TORCH_BRIDGE_LAUNCH=direct`` (the default) or ``jax`` in the environment, or
+:func:`set_launch` at run time. The direct path takes CUDA tensors of the
 kernels' dtypes (float16, bfloat16, float32; the saved float8_e4m3fn input, with its row
 scales for the scaled store) on GPUs of compute capability 8.0 and newer (8.9 for
 float8); it copies a non-contiguous or misaligned input once, as the JAX path does.
-Everything else (float64, 8-bit arrays of 2^31 elements or more, older GPUs) goes the JAX
-path, silently; a failure to lower, compile or load a kernel also goes the JAX path, with
-one warning per process.
+Everything else (float64, 8-bit arrays of 2^31 elements or more, older GPUs, a torch
+without triton) goes the JAX path, silently; a failure to lower, compile or load a
+kernel also goes the JAX path, with one warning per process.
 
 Lowering initializes JAX's backends on the first call of each shape, as the JAX path
 does; JAX itself launches nothing here.
@@ -37,7 +37,7 @@ from swiglu_jax._options import Options
 
 LAUNCH_ENV = "TORCH_BRIDGE_LAUNCH"
 LAUNCH_MODES = ("jax", "direct")
-DEFAULT_LAUNCH = "jax"  # until the direct path has been measured on a GPU
+DEFAULT_LAUNCH = "direct"  # measured on H100 and H200: benchmarks/RESULTS.md
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 FP8 = torch.float8_e4m3fn
 MIN_CAPABILITY = 80  # Ampere, as swiglu_jax's Triton kernels
@@ -241,7 +241,18 @@ def _run(key: tuple, launcher: Launcher, *inputs) -> list[torch.Tensor] | None:
     return outs
 
 
+@functools.cache
+def _has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _check_dtypes(device: torch.device, tensors, fp8: bool):
+    if not _has_triton():
+        raise Declined("no triton")
     for x in tensors:
         if x is not None and x.dtype not in KERNEL_DTYPES and x.dtype != FP8:
             raise Declined(f"{x.dtype}")
