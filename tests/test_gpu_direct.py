@@ -138,7 +138,8 @@ def both_paths(variant, tensors, **options):
 @pytest.mark.parametrize("dtype,variant,options,fp8", CASES)
 def test_same_bits_as_the_jax_path(rows, hidden, dtype, variant, options, fp8):
     """Output and input gradient bit for bit; the bias and weights gradients (float32
-    partial sums reduced by torch here, by XLA there) within one rounding of their dtype."""
+    partial sums reduced by torch here, by XLA there) within float32 summation error
+    (bit for bit in most cases; not in 7 of 96 on an H100)."""
     options = dict(GPT_OSS if options == "gpt_oss" else {}, fp8_input_store=fp8)
     tensors = inputs(rows, hidden, DTYPES[dtype], variant)
     expected, got = both_paths(variant, tensors, **options)
@@ -149,8 +150,11 @@ def test_same_bits_as_the_jax_path(rows, hidden, dtype, variant, options, fp8):
             assert r is None
             continue
         assert r.dtype == e.dtype and r.shape == e.shape, name
-        eps = torch.finfo(e.dtype).eps
-        torch.testing.assert_close(r, e, rtol=eps, atol=eps * e.abs().max().item(), msg=name)
+        # The same float32 partial sums, reduced in another order: the two differ by
+        # float32 rounding in a sum of that many terms (the library's tolerance for it).
+        terms = rows if name == "bias" else hidden
+        error = testing.relative_error(r.double().cpu().numpy(), e.double().cpu().numpy())
+        assert error <= testing.tolerance(dtype, terms=terms), (name, error)
 
 
 @pytest.mark.parametrize("rows,hidden", [*SHAPES, (300, 5000)])

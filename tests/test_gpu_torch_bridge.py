@@ -120,7 +120,7 @@ def _layers_step(layers, rows, features, hidden, **options):
     held for the backward (after the offload copies have landed), the peak during the
     backward, and the input's gradient."""
     torch.manual_seed(0)
-    ups = [torch.randn(features, 2 * hidden, device="cuda", dtype=torch.bfloat16) / 64]
+    ups = [torch.randn(features, 2 * hidden, device="cuda", dtype=torch.bfloat16) / 32]
     downs = [torch.randn(hidden, features, device="cuda", dtype=torch.bfloat16) / 64]
     ups, downs = ups * layers, downs * layers
     x = torch.randn(rows, features, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -129,6 +129,9 @@ def _layers_step(layers, rows, features, hidden, **options):
     h = x
     for up, down in zip(ups, downs, strict=True):
         h = tb.bias_swiglu_impl(h @ up, None, **options) @ down
+        # Unit scale for the next layer: a SwiGLU MLP shrinks small activations
+        # quadratically, and after a few layers the fp8 cast would round them to 0.
+        h = h / h.detach().float().square().mean().sqrt().to(h.dtype)
     torch.cuda.synchronize()
     torch.empty(1, device="cuda")  # the allocator frees blocks whose side-stream use ended
     held = torch.cuda.memory_allocated() - start
