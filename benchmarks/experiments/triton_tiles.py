@@ -7,6 +7,8 @@
 2. Plain forward and backward over tile shapes and warps, at sizes with power-of-two
    and ragged hidden sizes, with and without ``evict_first`` on loads and stores.
 3. The bias backward (which reduces over rows) over its tile shapes.
+4. ``--scaled``: only the scaled fp8 store's forward, which sweeps whole rows twice (the
+   second sweep should read from L2), over tiles and warps at wide rows, bf16 and fp32.
 
 Prints one line per measurement: device µs and % of the copy bandwidth, to choose the
 default_config heuristic by measurement (see benchmarks/PERF_NOTES.md).
@@ -46,6 +48,18 @@ BIAS_TILES = [
     (16, 512, 8),
     (8, 1024, 8),
 ]
+# The scaled store's forward: one row per program; more warps mean fewer rows in flight
+# per SM (so fewer rows waiting in L2 for their second sweep).
+SCALED_TILES = [
+    (1, 4096, 8),
+    (1, 4096, 16),
+    (1, 4096, 32),
+    (1, 2048, 16),
+    (1, 8192, 16),
+    (1, 8192, 32),
+    (1, 16384, 32),
+]
+SCALED_SIZES = [(8192, 11008), (8192, 14336), (16384, 8192), (32768, 14336)]
 SIZES = [(4096, 2048), (4096, 4096), (8192, 11008), (8192, 14336), (16384, 8192)]
 SMALL = SIZES[:2]  # issue 4's open rows: 4096 tokens
 
@@ -126,7 +140,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--small", action="store_true", help="only the 4096-token sizes")
+    parser.add_argument("--scaled", action="store_true", help="only the scaled fp8 forward")
     args = parser.parse_args()
+    if args.scaled:
+        bandwidth = bench.copy_bandwidth()
+        print(f"copy {bandwidth / 1e9:.0f} GB/s", flush=True)
+        sweep_scaled(bandwidth)
+        return
     sizes = SIZES[:1] if args.quick else SMALL if args.small else SIZES
     bandwidth = bench.copy_bandwidth()
     print(f"copy {bandwidth / 1e9:.0f} GB/s", flush=True)
@@ -156,6 +176,32 @@ def sweep(sizes, bandwidth):
                 f"bias_bwd {rows}x{2 * hidden} tile {bn}x{bh} w{warps}: {us:8.1f} us {pct:6.1f}%",
                 flush=True,
             )
+
+
+def sweep_scaled(bandwidth):
+    opts = Options()
+    for dtype in (jnp.bfloat16, jnp.float32):
+        itemsize = jnp.dtype(dtype).itemsize
+        for rows, hidden in SCALED_SIZES:
+            inputs = [bench._jax_inputs("fwd", rows, hidden, dtype, s) for s in range(3)]
+            tiles = [(None, None, None), *SCALED_TILES]
+            for bn, bh, warps in tiles:
+                config = None if bn is None else BlockConfig(bn, bh, num_warps=warps)
+
+                def fwd(y, config=config):
+                    y3 = y.reshape(y.shape[0], 2, -1)
+                    return triton.forward(y3, None, None, opts, save_fp8="scaled", config=config)
+
+                fn = jax.jit(fwd)
+                jax.block_until_ready(fn(*inputs[0]))
+                seconds, _ = bench.device_seconds(fn, inputs, jax.block_until_ready, 20)
+                floor = bench.minimum_bytes("scaled_fp8_fwd", rows, hidden, itemsize)
+                name = "default" if bn is None else f"{bn}x{bh} w{warps}"
+                print(
+                    f"scaled {jnp.dtype(dtype).name} {rows}x{2 * hidden} {name}: "
+                    f"{seconds * 1e6:8.1f} us {100 * floor / seconds / bandwidth:6.1f}%",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
