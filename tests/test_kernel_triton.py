@@ -112,7 +112,21 @@ SCALED_CASES = {
     "one_block": (21, 24, None),
     "swept": (21, 40, SMALL_TILES),
     "swept_ragged": (37, 129, BlockConfig(block_rows=4, block_hidden=32)),
+    "swept_default": (3, 11008, None),  # sweep_config: 3 blocks of 4096, the last ragged
 }
+
+
+def test_sweep_config():
+    """The scaled store's forward: default tiles where a row fits one, else one row a
+    program, 4096 or 8192 columns (whichever pads less, ties to the wider) and 8 warps
+    per byte of the input."""
+    assert kernels.sweep_config(64, 4096, jnp.bfloat16) == kernels.default_config(
+        64, 4096, jnp.bfloat16
+    )
+    for hidden, block in ((5000, 8192), (11008, 4096), (14336, 8192), (28672, 4096)):
+        for dtype, warps in ((jnp.bfloat16, 16), (jnp.float16, 16), (jnp.float32, 32)):
+            config = kernels.sweep_config(8192, hidden, dtype)
+            assert (config.block_rows, config.block_hidden, config.num_warps) == (1, block, warps)
 
 
 @pytest.mark.parametrize("case", SCALED_CASES)

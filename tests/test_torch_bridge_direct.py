@@ -46,9 +46,12 @@ def ir_of(direction, rows, hidden, dtype, variant, opts, store):
 def expected_arrays(direction, rows, hidden, dtype, variant, store):
     """The calling convention of swiglu_jax.kernels.triton: operands, then results."""
     bias, weights = VARIANTS[variant]
-    config = kernels.default_config(
-        rows, hidden, dtype, reduces_rows=direction == "backward" and bias is not None
-    )
+    if direction == "forward" and store == "scaled":  # whole rows a program
+        config = kernels.sweep_config(rows, hidden, dtype)
+    else:
+        config = kernels.default_config(
+            rows, hidden, dtype, reduces_rows=direction == "backward" and bias is not None
+        )
     row_blocks = -(-rows // config.block_rows)
     hidden_blocks = -(-hidden // config.block_hidden)
     fp8 = store != "none"

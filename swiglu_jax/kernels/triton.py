@@ -65,6 +65,24 @@ def default_config(rows: int, hidden: int, dtype, *, reduces_rows: bool = False)
     return BlockConfig(block_rows, block_hidden, num_warps=num_warps)
 
 
+# The scaled store's forward sweeps rows wider than one tile twice (module doc), and the
+# second sweep must find the row still in L2: fewer rows in flight per SM (more warps a
+# program) and wider tiles. Measured on an H100 (PERF_NOTES.md): 16 warps for 16-bit
+# and 32 for 32-bit inputs (16 or 8 elements of each half a thread), tiles of 4096 or
+# 8192 columns, whichever pads the row less: 78-97% of copy bandwidth where 1 x 4096
+# tiles of 8 warps gave 62-90%.
+SWEEP_BLOCK_HIDDEN = (8192, 4096)  # ties go to the wider
+
+
+def sweep_config(rows: int, hidden: int, dtype) -> BlockConfig:
+    """The scaled store's forward tiles where a row spans several of ``default_config``'s:
+    one row a program, ``SWEEP_BLOCK_HIDDEN`` columns, 8 warps per byte of ``dtype``."""
+    if hidden <= MAX_BLOCK_HIDDEN:
+        return default_config(rows, hidden, dtype)
+    block_hidden = min(SWEEP_BLOCK_HIDDEN, key=lambda bh: pl.cdiv(hidden, bh) * bh)
+    return BlockConfig(1, block_hidden, num_warps=8 * jnp.dtype(dtype).itemsize)
+
+
 # Pallas' Triton lowering switches to 64-bit offsets only for arrays above 2^32 bytes,
 # so an 8-bit array of 2^31 elements or more would be addressed with overflowing 32-bit
 # offsets (seen on an H100: wrong results, writes out of bounds). Such inputs are declined.
@@ -268,11 +286,11 @@ def forward(
     """Returns ``(out, y_fp8, y_scale)`` (``kernels/__init__.py``); the scaled store's row
     scales are computed in the kernel unless ``y_scale`` gives them."""
     rows, _, hidden = y.shape
-    config = config or default_config(rows, hidden, y.dtype)
+    sweeps_rows = save_fp8 == "scaled" and y_scale is None
+    config = config or (sweep_config if sweeps_rows else default_config)(rows, hidden, y.dtype)
     _check(config, y, bias, weights, y_scale)
     if save_fp8:
         _check(config, jax.ShapeDtypeStruct(y.shape, FP8_DTYPE))
-    sweeps_rows = save_fp8 == "scaled" and y_scale is None
     out_shapes = [jax.ShapeDtypeStruct((rows, hidden), y.dtype)]
     if save_fp8:
         out_shapes.append(jax.ShapeDtypeStruct((rows, 2 * hidden), FP8_DTYPE))
