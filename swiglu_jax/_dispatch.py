@@ -10,8 +10,8 @@ and ``backward(g, y, bias, weights, opts, *, dy_dtype, y_scale=None)``.
 - ``"pallas:triton"``, ``"pallas:mosaic_gpu"``, ``"pallas:tpu"``: one kernel backend;
   lowering for another platform than its own raises ``NotImplementedError``.
 - ``"pallas"``: the kernels of the platform the computation is lowered for: Mosaic TPU on
-  TPU; on CUDA the backends of ``cuda_kernel_backends(dtype)`` in order (Triton and, on
-  Hopper and newer, Mosaic GPU, the faster for the dtype first). Lowering for a platform
+  TPU; on CUDA the backends of ``cuda_kernel_backends`` in order (Triton and, on
+  Hopper and newer, Mosaic GPU, the faster for the dtype and op first). Lowering for a platform
   without kernels (CPU) raises ``NotImplementedError``.
 - ``"interpret:<backend>"``: that backend's kernels in Pallas interpret mode, on any
   platform (TPU semantics for ``"interpret:tpu"``); ``"interpret"`` is
@@ -77,17 +77,18 @@ def _local_cuda_capability() -> float | None:
     return float(capability) if capability else None
 
 
-def cuda_kernel_backends(dtype) -> tuple[str, ...]:
-    """The kernel backends for CUDA, in order of preference, for the local GPU and the
-    dtype computed (the output's).
+def cuda_kernel_backends(dtype, *, reduces_rows: bool = False) -> tuple[str, ...]:
+    """The kernel backends for CUDA, in order of preference, for the local GPU, the dtype
+    computed (the output's) and whether the kernel reduces over rows (the backward with
+    a bias, whose gradient sums over tokens).
 
-    By measurement on an H100 (benchmarks/RESULTS.md): Triton first, at 98-101% of the
-    copy bandwidth for 16-bit types and float32 alike at LLM sizes (Mosaic GPU: 72-83%
-    and 93-96%); Mosaic GPU takes what Triton declines (8-bit arrays of 2^31 elements or
-    more). ``dtype`` is kept for the day the order differs by type. Without a local GPU
-    (lowering for CUDA from a CPU host), the portable Triton kernels.
+    By measurement on an H100 (benchmarks/RESULTS.md, 2026-11-26): Triton first, at
+    93-101% of the copy bandwidth for 16-bit types and float32 alike from 4096 x 4096 up
+    (Mosaic GPU: 69-90% and 89-96%), except the float32 bias backward, where Mosaic GPU
+    reaches 83-91% and Triton 79-84%. The second backend takes what the first declines
+    (Triton: 8-bit arrays of 2^31 elements or more). Without a local GPU (lowering for
+    CUDA from a CPU host), the portable Triton kernels.
     """
-    del dtype
     capability = _local_cuda_capability()
     if capability is None:
         return ("triton",)
@@ -95,7 +96,8 @@ def cuda_kernel_backends(dtype) -> tuple[str, ...]:
     if capability >= MIN_TRITON_CAPABILITY:
         backends.append("triton")
     if capability >= MIN_MOSAIC_GPU_CAPABILITY:
-        backends.append("mosaic_gpu")
+        mosaic_first = reduces_rows and jax.numpy.dtype(dtype) == jax.numpy.float32
+        backends.insert(0 if mosaic_first else len(backends), "mosaic_gpu")
     return tuple(backends)
 
 
@@ -173,7 +175,10 @@ def call(method: str, opts: Options, *args, **static):
         return lax.platform_dependent(*args, default=default, **branches)
 
     # The dtype computed: the backward's dy_dtype, else the forward input's.
-    cuda_backends = cuda_kernel_backends(static.get("dy_dtype", args[0].dtype))
+    reduces_rows = method == "backward" and args[2] is not None  # the bias gradient
+    cuda_backends = cuda_kernel_backends(
+        static.get("dy_dtype", args[0].dtype), reduces_rows=reduces_rows
+    )
     if choice == "pallas":
         message = (
             "implementation='pallas': swiglu_jax has Pallas kernels for CUDA GPUs and TPUs "
