@@ -409,3 +409,19 @@ def test_end_to_end_on_the_cpu(monkeypatch, variant, store):
         if want.numel():
             error = testing.relative_error(got.double().numpy(), want.double().numpy())
             assert error <= 1e-2, name
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_partial_sums_reduce_to_the_gradients(blocks):
+    """The backward's float32 partials: bias ``(row blocks, 2H)`` summed over rows,
+    weights ``(N, hidden blocks)`` over columns into ``(N, 1)``, then cast; a single
+    partial is the gradient itself."""
+    torch.manual_seed(blocks)
+    bias_partials = torch.randn(blocks, 10)
+    weights_partials = torch.randn(5, blocks)
+    dbias = _direct._reduce(bias_partials, 0, torch.bfloat16)
+    dweights = _direct._reduce(weights_partials, 1, torch.float32)
+    assert dbias.shape == (10,) and dbias.dtype == torch.bfloat16
+    assert dweights.shape == (5, 1) and dweights.dtype == torch.float32
+    assert torch.equal(dbias, bias_partials.sum(dim=0).to(torch.bfloat16))
+    assert torch.equal(dweights, weights_partials.sum(dim=1, keepdim=True))

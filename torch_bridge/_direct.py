@@ -345,10 +345,19 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset, y_scale=Non
     if outs is None:
         return None
     dy = outs.pop(0)
-    # The partial sums reduced as swiglu_jax.kernels.triton reduces them: in float32,
-    # then one cast.
-    dbias = absent() if bias is None else outs.pop(0).sum(dim=0).to(bias.dtype)
-    dweights = absent() if weights is None else outs.pop(0).sum(dim=1, keepdim=True)
-    if weights is not None:
-        dweights = dweights.to(weights.dtype)
+    dbias = absent() if bias is None else _reduce(outs.pop(0), 0, bias.dtype)
+    dweights = absent() if weights is None else _reduce(outs.pop(0), 1, weights.dtype)
     return dy, dbias, dweights
+
+
+def _reduce(partials: torch.Tensor, dim: int, dtype) -> torch.Tensor:
+    """The float32 partial sums reduced over ``dim`` (keeping it for ``dim=1``: the
+    ``(N, 1)`` weights gradient), then one cast, as swiglu_jax.kernels.triton reduces
+    them. A single partial (few rows or columns) is taken as it is: the same value, one
+    launch less on the small calls where the host sets the pace."""
+    if partials.shape[dim] == 1:
+        total = partials.select(dim, 0)
+        total = total.unsqueeze(dim) if dim else total
+    else:
+        total = partials.sum(dim=dim, keepdim=bool(dim))
+    return total.to(dtype)
