@@ -1,4 +1,4 @@
-"""Direct launch: the Triton kernels on torch's stream, without JAX's dispatch (opt-in).
+"""Direct launch (the default): the Triton kernels on torch's stream, without JAX's dispatch.
 
 The JAX path hands each CUDA call to JAX through DLPack: an import with its stream
 handshake, PJRT's dispatch and an export, hundreds of microseconds of host time per call
