@@ -15,23 +15,20 @@ from __future__ import annotations
 import cProfile
 import io
 import pstats
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 import torch_bridge as tb
 from torch_bridge import _direct, _ops
 
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from bridge_overhead import per_call as _per_call
 
-def per_call(fn, calls=2000, warmup=200) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / calls * 1e6
+
+def per_call(fn) -> float:
+    return _per_call(fn, calls=2000, warmup=200)
 
 
 def main():

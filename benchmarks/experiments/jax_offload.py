@@ -18,13 +18,18 @@ analysis, host buffers (``S(5)``) and ms per step:
 from __future__ import annotations
 
 import functools
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 import swiglu_jax as sj
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+import memory
 
 LAYERS, ROWS, FEATURES, HIDDEN = 4, 8192, 2048, 5632
 if jax.default_backend() == "cpu":  # a smoke run
@@ -68,15 +73,7 @@ def step(variant):
 
 
 def main():
-    key = jax.random.key(0)
-    weights = [
-        (
-            jax.random.normal(key, (FEATURES, 2 * HIDDEN), jnp.bfloat16) / 64,
-            jax.random.normal(key, (HIDDEN, FEATURES), jnp.bfloat16) / 64,
-        )
-        for _ in range(LAYERS)
-    ]
-    x = jax.random.normal(key, (ROWS, FEATURES), jnp.bfloat16)
+    _, (weights, x) = memory.jax_step(LAYERS, ROWS, FEATURES, HIDDEN, {})  # its inputs
     print(f"saved inputs: {LAYERS * ROWS * 2 * HIDDEN * 2 / 2**20:.0f} MiB", flush=True)
     for variant in ("plain", "ours", "remat jnp", "remat ours"):
         try:
@@ -84,7 +81,7 @@ def main():
         except Exception as error:
             print(f"{variant:12} failed: {type(error).__name__}: {str(error)[:300]}")
             continue
-        memory = compiled.memory_analysis()
+        analysis = compiled.memory_analysis()
         text = compiled.as_text()
         jax.block_until_ready(compiled(weights, x))
         start = time.perf_counter()
@@ -92,8 +89,8 @@ def main():
             out = compiled(weights, x)
         jax.block_until_ready(out)
         print(
-            f"{variant:12} device temp {memory.temp_size_in_bytes / 2**20:8.1f} MiB  "
-            f"host temp {getattr(memory, 'host_temp_size_in_bytes', 0) / 2**20:8.1f} MiB  "
+            f"{variant:12} device temp {analysis.temp_size_in_bytes / 2**20:8.1f} MiB  "
+            f"host temp {getattr(analysis, 'host_temp_size_in_bytes', 0) / 2**20:8.1f} MiB  "
             f"S(5) {text.count('S(5)'):3}  MoveToHost {text.count('MoveToHost'):2}  "
             f"{(time.perf_counter() - start) / 5 * 1e3:6.1f} ms/step",
             flush=True,
