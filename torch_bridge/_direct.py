@@ -356,8 +356,7 @@ def _reduce(partials: torch.Tensor, dim: int, dtype) -> torch.Tensor:
     them. A single partial (few rows or columns) is taken as it is: the same value, one
     launch less on the small calls where the host sets the pace."""
     if partials.shape[dim] == 1:
-        total = partials.select(dim, 0)
-        total = total.unsqueeze(dim) if dim else total
+        total = partials[0] if dim == 0 else partials
     else:
         total = partials.sum(dim=dim, keepdim=bool(dim))
     return total.to(dtype)
