@@ -6,8 +6,9 @@
 
 Device time per call is read from the CUDA profiler interface through ``torch.profiler``,
 which records the kernels that JAX launches as well as torch's, so every implementation
-is measured the same way: warm-up, then ``--iters`` calls over input sets rotated beyond
-the L2 cache, every kernel of a call counted. The end-to-end time a Python user sees
+is measured the same way: warm-up, then ``--iters`` calls (more where that is under
+``MIN_MEASURED_SECONDS`` of kernels) over input sets rotated beyond the L2 cache, every
+kernel of a call counted. The end-to-end time a Python user sees
 (call plus synchronisation, median) is reported beside it. Without torch or a GPU the
 device time falls back to wall-clock time (marked ``wall``), which is only good for
 trying the command.
@@ -66,6 +67,11 @@ SIZES = {
     ],
 }
 L2_BYTES = 64 * 2**20  # at least this much is cycled through between reuses of an input
+# Device time measured over at least this much kernel time (more calls for small sizes):
+# over 20 calls of a 17 us kernel every implementation read 3-5% slower than over 200
+# (H100, benchmarks/PERF_NOTES.md), an offset that hid real differences.
+MIN_MEASURED_SECONDS = 5e-3
+MAX_ITERS = 2000
 
 
 def minimum_bytes(op: str, rows: int, hidden: int, itemsize: int) -> int:
@@ -418,9 +424,20 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def run(sizes, dtypes, ops, names, iters, progress=print, checkpoint=None) -> dict:
+def run(
+    sizes,
+    dtypes,
+    ops,
+    names,
+    iters,
+    progress=print,
+    checkpoint=None,
+    min_measured_seconds=MIN_MEASURED_SECONDS,
+) -> dict:
     """Times every chosen candidate; ``checkpoint(partial_result)`` after each record, so
-    a run cut short (a time limit on the GPU machine) still leaves what it measured."""
+    a run cut short (a time limit on the GPU machine) still leaves what it measured.
+    Device time is measured over at least ``min_measured_seconds`` of kernels (more
+    calls than ``iters`` where needed)."""
     import importlib.util
 
     chosen = [c for c in candidates() if not names or c.name in names]
@@ -457,7 +474,12 @@ def run(sizes, dtypes, ops, names, iters, progress=print, checkpoint=None) -> di
                         for args in inputs[:3]:
                             sync(fn(*args))  # compile and warm up
                         seconds, clock = device_seconds(fn, inputs, sync, iters)
+                        calls = iters
+                        if clock == "device" and seconds * iters < min_measured_seconds:
+                            calls = min(MAX_ITERS, math.ceil(min_measured_seconds / seconds))
+                            seconds, clock = device_seconds(fn, inputs, sync, calls)
                         record.update(
+                            calls=calls,
                             us=seconds * 1e6,
                             clock=clock,
                             gbps=floor_bytes / seconds / 1e9,
@@ -581,6 +603,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", default=",".join(OPS))
     parser.add_argument("--impls", default="", help="comma-separated names (default: all)")
     parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument(
+        "--min-device-ms",
+        type=float,
+        default=MIN_MEASURED_SECONDS * 1e3,
+        help="measure device time over at least this many ms of kernels (0: --iters only)",
+    )
     parser.add_argument("--out", default=os.environ.get("OUT", "bench-results"))
     args = parser.parse_args(argv)
     ops = args.ops.split(",")
@@ -610,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         args.iters,
         progress=lambda line: print(line, flush=True),
         checkpoint=save,
+        min_measured_seconds=args.min_device_ms * 1e-3,
     )
     save(result)
     plotted = plot(result, os.path.join(args.out, "bench.png"))

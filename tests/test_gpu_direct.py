@@ -137,9 +137,10 @@ def both_paths(variant, tensors, **options):
 @pytest.mark.parametrize("rows,hidden", SHAPES)
 @pytest.mark.parametrize("dtype,variant,options,fp8", CASES)
 def test_same_bits_as_the_jax_path(rows, hidden, dtype, variant, options, fp8):
-    """Output and input gradient bit for bit; the bias and weights gradients (float32
-    partial sums reduced by torch here, by XLA there) within float32 summation error
-    (bit for bit in most cases; not in 7 of 96 on an H100)."""
+    """Output and input gradient bit for bit; the bias and weights gradients within
+    float32 summation error: each compiler orders the kernel's sums over a tile its own
+    way (bit for bit in most cases; 11 of 96 differed by an ulp on an H200), and torch
+    reduces the weights' partial sums where XLA does on the JAX path."""
     options = dict(GPT_OSS if options == "gpt_oss" else {}, fp8_input_store=fp8)
     tensors = inputs(rows, hidden, DTYPES[dtype], variant)
     expected, got = both_paths(variant, tensors, **options)
@@ -150,8 +151,8 @@ def test_same_bits_as_the_jax_path(rows, hidden, dtype, variant, options, fp8):
             assert r is None
             continue
         assert r.dtype == e.dtype and r.shape == e.shape, name
-        # The same float32 partial sums, reduced in another order: the two differ by
-        # float32 rounding in a sum of that many terms (the library's tolerance for it).
+        # The same sums in another order: the two differ by float32 rounding in a sum of
+        # that many terms (the library's tolerance for it).
         terms = rows if name == "bias" else hidden
         error = testing.relative_error(r.double().cpu().numpy(), e.double().cpu().numpy())
         assert error <= testing.tolerance(dtype, terms=terms), (name, error)
@@ -173,14 +174,15 @@ def test_saved_fp8_store_same_bits(rows, hidden, store):
         assert same_bits(r, e), name
 
 
-@pytest.mark.xfail(strict=False, reason="torch and XLA may sum the partials in other orders")
+@pytest.mark.xfail(strict=False, reason="the two compilers and reductions may sum in other orders")
 @pytest.mark.parametrize("rows", [37, 1000, 8192])
 def test_reduced_gradients_bit_for_bit(rows):
-    """Whether torch's reduction of the partial sums matches XLA's bit for bit (XPASS
-    says it does at these sizes)."""
-    tensors = inputs(rows, 1408, torch.bfloat16, "weighted_bias")
+    """Whether the two paths' bias and weights gradients (two hidden blocks here) match
+    bit for bit (XPASS says they do at these sizes)."""
+    tensors = inputs(rows, 5000, torch.bfloat16, "weighted_bias")
     expected, got = both_paths("weighted_bias", tensors)
-    assert same_bits(got[2], expected[2]) and same_bits(got[3], expected[3])
+    assert same_bits(got[2], expected[2]), "bias gradient"
+    assert same_bits(got[3], expected[3]), "weights gradient"
 
 
 def test_llm_size():
@@ -308,7 +310,8 @@ def per_call_us(fn) -> float:
 def test_host_time_per_call():
     """The issue's target on a small input (the kernel takes a few microseconds, so the
     host sets the pace): at most 50 us of host time per forward and per backward call
-    of the op; the public functions, with validation and autograd, at most 50 us per
+    of the op, with a bias too (two launches: the kernel, then the sum of its partial
+    sums); the public functions, with validation and autograd, at most 50 us per
     call above torch eager's own Megatron formula (which they replace) on the same
     input. Measured on an H200 host: op 19 / 21 us, swiglu 42 us, forward + backward
     197 us against torch's 125 us."""
@@ -331,5 +334,6 @@ def test_host_time_per_call():
     }
     print({name: round(us, 1) for name, us in times.items()})
     assert times["op forward"] <= 50 and times["op backward"] <= 50, times
+    assert times["op bias backward"] <= 50, times
     assert times["swiglu, no grad"] <= times["torch, no grad"] + 50, times
     assert times["swiglu forward + backward"] <= times["torch forward + backward"] + 100, times

@@ -194,6 +194,23 @@ def test_zero_rows():
     assert dy.shape == (0, 2, 8) and not np.any(dbias) and dweights.shape == (0, 1)
 
 
+@pytest.mark.parametrize("rows, columns", [(1, 37), (64, 4096), (65, 33), (300, 100)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sum_rows(rng, rows, columns, dtype):
+    """The bias gradient's partial sums, summed over rows by their own kernel: against
+    float64, for one partial row (then exactly itself), ragged strips and several loop
+    steps; the input is left as it was."""
+    partials = jnp.asarray(rng.standard_normal((rows, columns)), jnp.float32)
+    before = np.asarray(partials).copy()
+    total = kernels.sum_rows(partials, dtype, interpret=True)
+    assert total.shape == (columns,) and total.dtype == jnp.dtype(dtype)
+    expected = testing.to_float64(partials).sum(axis=0)
+    assert testing.relative_error(total, expected) <= testing.tolerance(dtype, terms=rows)
+    if rows == 1:
+        np.testing.assert_array_equal(np.asarray(total), before[0].astype(dtype))
+    np.testing.assert_array_equal(np.asarray(partials), before)
+
+
 def test_declines_float64():
     with jax.enable_x64(True), pytest.raises(NotImplementedError, match="float64"):
         kernels.forward(jnp.ones((2, 2, 4), jnp.float64), None, None, Options(), save_fp8=False)
@@ -203,7 +220,10 @@ def test_default_config_serves_all_sizes():
     for rows in (1, 3, 1000, 32768):
         for hidden in (1, 5, 128, 11008, 14336):
             config = kernels.default_config(rows, hidden, jnp.bfloat16)
-            assert config.block_rows * config.block_hidden <= kernels.TILE_ELEMENTS
+            # One row of up to MAX_BLOCK_HIDDEN columns where H fills TILE_ELEMENTS.
+            tile = config.block_rows * config.block_hidden
+            assert tile <= max(kernels.TILE_ELEMENTS, kernels.MAX_BLOCK_HIDDEN)
+            assert config.block_rows == 1 or tile <= kernels.TILE_ELEMENTS
             assert config.block_hidden <= max(hidden * 2, 1)
             reducing = kernels.default_config(rows, hidden, jnp.bfloat16, reduces_rows=True)
             # Tall tiles when rows are reduced: few float32 partial rows per output row.
@@ -215,7 +235,7 @@ def test_default_config_serves_all_sizes():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_lowers_for_cuda(rng, variant, hidden, save_fp8):
     """Forward (with the fp8 store, plain or scaled: one tile or swept rows) and backward
-    become Triton custom calls for CUDA."""
+    become Triton custom calls for CUDA, and with a bias a third sums its partials."""
     y, bias, weights, g = make(rng, 37, hidden, jnp.bfloat16, *VARIANTS[variant])
     opts = OPTIONS["gpt_oss"]
 
@@ -226,5 +246,7 @@ def test_lowers_for_cuda(rng, variant, hidden, save_fp8):
         )
 
     text = exported_text(forward_and_backward, y, bias, weights, g, platform="cuda")
-    assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2
+    has_bias = bias is not None
+    assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2 + has_bias
     assert 'name = "swiglu_forward_triton"' in text and 'name = "swiglu_backward_triton"' in text
+    assert ('name = "swiglu_sum_rows_triton"' in text) == has_bias

@@ -49,9 +49,8 @@ def expected_arrays(direction, rows, hidden, dtype, variant, store):
     if direction == "forward" and store == "scaled":  # whole rows a program
         config = kernels.sweep_config(rows, hidden, dtype)
     else:
-        config = kernels.default_config(
-            rows, hidden, dtype, reduces_rows=direction == "backward" and bias is not None
-        )
+        reduces_rows = direction == "backward" and bias is not None
+        config = kernels.default_config(rows, hidden, dtype, reduces_rows=reduces_rows)
     row_blocks = -(-rows // config.block_rows)
     hidden_blocks = -(-hidden // config.block_hidden)
     fp8 = store != "none"
@@ -326,6 +325,10 @@ class InterpretLauncher:
             jnp.asarray(x.float().numpy()).astype(dtype)
             for x, (_, dtype) in zip(inputs, ir.operands, strict=True)
         ]
+        if "sum_rows" in ir.name:  # the bias gradient's partial sums
+            ((_, dtype),) = ir.results
+            total = kernels.sum_rows(arrays[0], jnp.dtype(dtype), interpret=True)
+            return [torch.tensor(np.asarray(total.astype(jnp.float32))).to(getattr(torch, dtype))]
         args = list(arrays)
         rows, two_h = ir.operands[1 if "backward" in ir.name else 0][0]
         g = args.pop(0) if "backward" in ir.name else None
@@ -350,8 +353,12 @@ class InterpretLauncher:
                 save_fp8 = {1: False, 2: True, 3: "scaled"}[len(ir.results)]
                 kernels.forward(y, bias, weights, self.opts, save_fp8=save_fp8, interpret=True)
             else:
-                static = dict(dy_dtype=g.dtype, y_scale=y_scale, interpret=True)
-                kernels.backward(g, y, bias, weights, self.opts, **static)
+                # The direct path's block config: its own reducing tile (upstream triton).
+                config = kernels.default_config(
+                    rows, two_h // 2, g.dtype, reduces_rows=bias is not None, compiler="triton"
+                )
+                static = dict(dy_dtype=g.dtype, y_scale=y_scale, interpret=True, config=config)
+                kernels.backward_partials(g, y, bias, weights, self.opts, **static)
         finally:
             pl.pallas_call = real
         for launched, operand in zip(arrays, captured["operands"], strict=True):
@@ -412,16 +419,41 @@ def test_end_to_end_on_the_cpu(monkeypatch, variant, store):
 
 
 @pytest.mark.parametrize("blocks", [1, 3])
-def test_partial_sums_reduce_to_the_gradients(blocks):
-    """The backward's float32 partials: bias ``(row blocks, 2H)`` summed over rows,
-    weights ``(N, hidden blocks)`` over columns into ``(N, 1)``, then cast; a single
-    partial is the gradient itself."""
+def test_weights_partial_sums_reduce_to_the_gradient(blocks):
+    """The weights' float32 partials ``(N, hidden blocks)`` summed over columns into
+    ``(N, 1)``, then cast; a single partial is the gradient itself."""
     torch.manual_seed(blocks)
-    bias_partials = torch.randn(blocks, 10)
-    weights_partials = torch.randn(5, blocks)
-    dbias = _direct._reduce(bias_partials, 0, torch.bfloat16)
-    dweights = _direct._reduce(weights_partials, 1, torch.float32)
-    assert dbias.shape == (10,) and dbias.dtype == torch.bfloat16
-    assert dweights.shape == (5, 1) and dweights.dtype == torch.float32
-    assert torch.equal(dbias, bias_partials.sum(dim=0).to(torch.bfloat16))
-    assert torch.equal(dweights, weights_partials.sum(dim=1, keepdim=True))
+    partials = torch.randn(5, blocks)
+    dweights = _direct._sum_weights(partials, torch.bfloat16)
+    assert dweights.shape == (5, 1) and dweights.dtype == torch.bfloat16
+    assert torch.equal(dweights, partials.sum(dim=1, keepdim=True).to(torch.bfloat16))
+
+
+def test_direct_launch_takes_its_own_reducing_tile():
+    """The bias backward compiled by upstream triton (the direct launch) gets
+    ``UPSTREAM_REDUCING_TILE``: more row blocks of partial sums, 4 warps; the same kernel
+    for XLA keeps ``REDUCING_TILE``."""
+    tall, wide, warps = kernels.UPSTREAM_REDUCING_TILE
+    upstream = triton_ir.backward_ir(
+        1000, 1408, "bfloat16", "bfloat16", "bfloat16", None, Options(), compiler="triton"
+    )
+    xla = triton_ir.backward_ir(1000, 1408, "bfloat16", "bfloat16", "bfloat16", None, Options())
+    assert upstream.results[1] == ((-(-1000 // tall), 2 * 1408), "float32")
+    assert upstream.grid == (-(-1408 // wide), -(-1000 // tall), 1)
+    assert upstream.num_warps == warps
+    assert xla.results[1] == ((-(-1000 // kernels.REDUCING_TILE[0]), 2 * 1408), "float32")
+    with pytest.raises(ValueError, match="compiler"):
+        kernels.default_config(8, 8, "bfloat16", compiler="nvcc")
+
+
+@pytest.mark.parametrize("rows, columns", [(1, 10), (64, 4096), (65, 37)])
+def test_bias_partial_sums_have_their_own_kernel(rows, columns):
+    """The bias gradient's partials ``(row blocks, 2H)`` are summed by one Triton kernel
+    (the JAX path's too), one program a strip of columns, alone in its lowering; it
+    compiles for sm_90."""
+    kernel_ir = triton_ir.sum_rows_ir(rows, columns, "bfloat16")
+    assert kernel_ir.name == "swiglu_sum_rows_triton"
+    assert kernel_ir.operands == (((rows, columns), "float32"),)
+    assert kernel_ir.results == (((columns,), "bfloat16"),)
+    assert kernel_ir.grid == (-(-columns // kernels.SUM_COLUMNS), 1, 1)
+    _direct.compile_kernel(kernel_ir, 90)

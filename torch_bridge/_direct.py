@@ -6,9 +6,10 @@ handshake, PJRT's dispatch and an export, hundreds of microseconds of host time 
 same block configs) are lowered once per shape, dtypes and options to their Triton IR
 (:mod:`swiglu_jax.kernels.triton_ir`), compiled by the ``triton`` package that torch ships
 for the tensor's GPU, and launched by triton's launcher on torch's current stream with the
-tensors' data pointers. The outputs (and the backward's float32 partial sums, which torch
-reduces as XLA does on the JAX path) are allocated by torch's caching allocator on that
-stream, so ordering and memory reuse are torch's own, as for any torch op.
+tensors' data pointers. The bias gradient's float32 partial sums are summed by the JAX
+path's own kernel for them, launched the same way (so the same bits); the weights
+gradient's by torch. Outputs and partial sums are allocated by torch's caching allocator
+on that stream, so ordering and memory reuse are torch's own, as for any torch op.
 
 Switch: ``TORCH_BRIDGE_LAUNCH=direct`` (the default) or ``jax`` in the environment, or
 :func:`set_launch` at run time. The direct path takes CUDA tensors of the
@@ -335,28 +336,51 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset, y_scale=Non
         _check_dtypes(y.device, (g, y, bias, weights, y_scale), fp8=y.dtype == FP8)
         opts = Options(clamp_value, alpha, linear_offset)
         names = (_name(g.dtype), _name(y.dtype), _name(bias_dtype), _name(weights_dtype))
-        return triton_ir.backward_ir(rows, hidden, *names, opts, _name(scale_dtype))
+        return triton_ir.backward_ir(
+            rows, hidden, *names, opts, _name(scale_dtype), compiler="triton"
+        )
 
     launcher = _launcher(key, y.device, make_ir)
     if launcher is None:
         return None
+    summing = None
+    if bias is not None:  # its partial sums have as many rows as the kernel's row blocks
+        partial_rows = launcher.kernel_ir.results[1][0][0]
+        summing = _sum_rows_launcher(partial_rows, 2 * hidden, bias.dtype, y.device)
+        if summing is None:
+            return None
     inputs = (g, y, bias, weights, y_scale)
     outs = _run(key, launcher, *(x for x in inputs if x is not None))
     if outs is None:
         return None
-    dy = outs.pop(0)
-    dbias = absent() if bias is None else _reduce(outs.pop(0), 0, bias.dtype)
-    dweights = absent() if weights is None else _reduce(outs.pop(0), 1, weights.dtype)
+    dy, dbias = outs.pop(0), absent()
+    if bias is not None:
+        summed = _run(*summing, outs.pop(0))
+        if summed is None:
+            return None
+        dbias = summed[0]
+    dweights = absent() if weights is None else _sum_weights(outs.pop(0), weights.dtype)
     return dy, dbias, dweights
 
 
-def _reduce(partials: torch.Tensor, dim: int, dtype) -> torch.Tensor:
-    """The float32 partial sums reduced over ``dim`` (keeping it for ``dim=1``: the
-    ``(N, 1)`` weights gradient), then one cast, as swiglu_jax.kernels.triton reduces
-    them. A single partial (few rows or columns) is taken as it is: the same value, one
-    launch less on the small calls where the host sets the pace."""
-    if partials.shape[dim] == 1:
-        total = partials[0] if dim == 0 else partials
-    else:
-        total = partials.sum(dim=dim, keepdim=bool(dim))
+def _sum_rows_launcher(rows: int, columns: int, dtype, device) -> tuple | None:
+    """``(key, launcher)`` of the kernel that sums the bias gradient's float32 partial
+    sums ``(rows, columns)`` into ``columns`` values of ``dtype``, the one the JAX path
+    runs (so the same bits); ``None`` where the direct path declines it."""
+    key = ("sum_rows", rows, columns, dtype, device)
+
+    def make_ir():
+        from swiglu_jax.kernels import triton_ir
+
+        return triton_ir.sum_rows_ir(rows, columns, _name(dtype))
+
+    launcher = _launcher(key, device, make_ir)
+    return None if launcher is None else (key, launcher)
+
+
+def _sum_weights(partials: torch.Tensor, dtype) -> torch.Tensor:
+    """The weights gradient ``(N, 1)`` from its float32 partial sums ``(N, hidden
+    blocks)``, summed and cast as swiglu_jax.kernels.triton does; a single block (``H``
+    within one tile) is taken as it is, one launch less."""
+    total = partials if partials.shape[1] == 1 else partials.sum(dim=1, keepdim=True)
     return total.to(dtype)

@@ -36,33 +36,52 @@ from swiglu_jax.kernels.config import BlockConfig, next_power_of_2
 FP8_DTYPE = _math.FP8_DTYPE
 KERNEL_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.float32))
 
-# Tile shapes chosen by measurement (benchmarks/PERF_NOTES.md, H100, bf16): one row of
-# up to 4096 contiguous columns per program beat every taller, narrower tile of the same
-# size (8 x 1024: 85-96% of copy bandwidth; 1 x 4096: 93-98%).
-TILE_ELEMENTS = 4096
+# Tile shapes chosen by measurement (benchmarks/PERF_NOTES.md, H100): one row of up to
+# 4096 contiguous columns per program beat every taller, narrower tile of the same size
+# (8 x 1024: 85-96% of copy bandwidth; 1 x 4096: 93-98%), and at H = 2048 one row beat
+# two (bf16 forward at 4096 tokens: 99.5% against 97.3%, Liger's one-row kernel 100.6%).
+TILE_ELEMENTS = 2048
 MAX_BLOCK_HIDDEN = 4096
 # With a fused row reduction (the bias gradient) every tile writes one float32 partial
 # row per hidden column: 64-row tiles keep those partials to 4 / (64 * 2) = 3% of the
 # bfloat16 gradient's bytes (8-row tiles made them 25%, 77% of copy bandwidth on an H100).
 REDUCING_TILE = (64, 128)
+# Who compiles the Triton IR: "xla" (JAX's launch of the pallas_call) or "triton" (the
+# upstream package: torch_bridge's direct launch). Upstream triton 3.6 gives the 64 x 128
+# reducing tile with 8 warps 128 registers a thread, two programs an SM, and ran it 25-50%
+# slower than XLA's compilation does (H200, benchmarks/PERF_NOTES.md); 32 x 128 with 4
+# warps was its fastest reducing tile at every size measured (56-97% of copy bandwidth
+# where 64 x 128 gave 50-69%), while XLA's compilation ran the two within 2%.
+COMPILERS = ("xla", "triton")
+UPSTREAM_REDUCING_TILE = (32, 128, 4)  # rows, columns, warps
 
 
-def default_config(rows: int, hidden: int, dtype, *, reduces_rows: bool = False) -> BlockConfig:
-    """Tiles of ``TILE_ELEMENTS`` outputs, as wide as the hidden size allows, or
-    ``REDUCING_TILE`` when the kernel also reduces over rows.
+def default_config(
+    rows: int, hidden: int, dtype, *, reduces_rows: bool = False, compiler: str = "xla"
+) -> BlockConfig:
+    """Tiles of ``TILE_ELEMENTS`` outputs (one row of up to ``MAX_BLOCK_HIDDEN`` where
+    ``H`` is wider), as wide as the hidden size allows, 8 warps (4 for smaller tiles); or,
+    when the kernel also reduces over rows, ``REDUCING_TILE`` (``UPSTREAM_REDUCING_TILE``
+    for ``compiler="triton"``).
 
     Triton needs power-of-two tiles; edge tiles are masked, so no size is excluded.
     """
     del dtype  # One tile shape serves every dtype: the output tile bounds the registers.
+    if compiler not in COMPILERS:
+        raise ValueError(f"compiler must be one of {COMPILERS}, got {compiler!r}")
+    warps = None
     if reduces_rows:
         tall, wide = REDUCING_TILE
+        if compiler == "triton":
+            tall, wide, warps = UPSTREAM_REDUCING_TILE
         block_hidden = min(next_power_of_2(hidden), wide)
         block_rows = min(next_power_of_2(max(rows, 1)), tall * wide // block_hidden)
     else:
         block_hidden = min(next_power_of_2(hidden), MAX_BLOCK_HIDDEN)
         block_rows = min(next_power_of_2(max(rows, 1)), max(1, TILE_ELEMENTS // block_hidden))
-    num_warps = 4 if block_rows * block_hidden < 4096 else 8
-    return BlockConfig(block_rows, block_hidden, num_warps=num_warps)
+    if warps is None:
+        warps = 4 if block_rows * block_hidden < TILE_ELEMENTS else 8
+    return BlockConfig(block_rows, block_hidden, num_warps=warps)
 
 
 # The scaled store's forward sweeps rows wider than one tile twice (module doc), and the
@@ -339,6 +358,23 @@ def backward(
 ):
     """Returns ``(dy, dbias, dweights)`` (``kernels/__init__.py``); ``y`` may be the fp8
     copy, scaled by the ``(N, 1)`` float32 ``y_scale`` where given."""
+    dy, dbias, dweights = backward_partials(
+        g, y, bias, weights, opts, dy_dtype=dy_dtype, y_scale=y_scale, interpret=interpret,
+        config=config,
+    )  # fmt: skip
+    if dbias is not None and bias is not None and y.shape[0]:
+        dbias = sum_rows(dbias, bias.dtype, interpret=interpret).reshape(bias.shape)
+    if dweights is not None and weights is not None and y.shape[0]:
+        dweights = dweights.sum(axis=1, keepdims=True).astype(weights.dtype)
+    return dy, dbias, dweights
+
+
+def backward_partials(
+    g, y, bias, weights, opts: Options, *, dy_dtype, y_scale=None, interpret=False, config=None
+):
+    """The backward kernel alone: ``(dy, dbias partials, dweights partials)``, the
+    partial sums in float32, ``(row blocks, 2H)`` and ``(N, hidden blocks)`` (``None``
+    where absent; for zero rows, the final ``dbias`` and ``dweights`` already)."""
     rows, _, hidden = y.shape
     config = config or default_config(rows, hidden, dy_dtype, reduces_rows=bias is not None)
     _check(config, g, y, bias, weights, y_scale)
@@ -377,13 +413,49 @@ def backward(
     )(*inputs)
     outs = list(outs)
     dy = outs.pop(0).reshape(y.shape)
-    dbias = None
-    if bias is not None:
-        dbias = outs.pop(0).sum(axis=0).reshape(bias.shape).astype(bias.dtype)
-    dweights = None
-    if weights is not None:
-        dweights = outs.pop(0).sum(axis=1, keepdims=True).astype(weights.dtype)
+    dbias = outs.pop(0) if bias is not None else None
+    dweights = outs.pop(0) if weights is not None else None
     return dy, dbias, dweights
+
+
+# The bias gradient's partial sums, (row blocks, 2H) float32, are summed by a kernel of
+# their own rather than an XLA reduction, so that the JAX path and torch_bridge's direct
+# launch (which runs this same kernel) give the same bits. Each program sums a strip of
+# SUM_COLUMNS columns (128-byte rows of float32), SUM_ROWS rows at a time, in a fixed
+# order: deterministic.
+SUM_COLUMNS = 32
+SUM_ROWS = 64
+
+
+def _sum_rows_kernel(partials_ref, out_ref, *, rows: int, columns: int):
+    j = pl.program_id(0)
+    cols = pl.ds(j * SUM_COLUMNS, SUM_COLUMNS)
+    col_ok = (j * SUM_COLUMNS + jax.lax.iota(jnp.int32, SUM_COLUMNS)) < columns
+
+    def add(k, total):
+        row_ok = (k * SUM_ROWS + jax.lax.iota(jnp.int32, SUM_ROWS)) < rows
+        mask = row_ok[:, None] & col_ok[None, :]
+        block = pltriton.load(partials_ref.at[pl.ds(k * SUM_ROWS, SUM_ROWS), cols], mask=mask)
+        return total + jnp.sum(jnp.where(mask, block, 0.0), axis=0)
+
+    total = jax.lax.fori_loop(
+        0, pl.cdiv(rows, SUM_ROWS), add, jnp.zeros((SUM_COLUMNS,), jnp.float32)
+    )
+    pltriton.store(out_ref.at[cols], total.astype(out_ref.dtype), mask=col_ok)
+
+
+def sum_rows(partials, dtype, *, interpret=False):
+    """``partials.sum(axis=0).astype(dtype)`` for float32 ``(R, C)`` partial sums (the
+    bias gradient's), by one Triton kernel, in a fixed order."""
+    rows, columns = partials.shape
+    return pl.pallas_call(
+        functools.partial(_sum_rows_kernel, rows=rows, columns=columns),
+        out_shape=jax.ShapeDtypeStruct((columns,), dtype),
+        grid=(pl.cdiv(columns, SUM_COLUMNS),),
+        compiler_params=pltriton.CompilerParams(num_warps=4, num_stages=1),
+        interpret=interpret,
+        name="swiglu_sum_rows_triton",
+    )(partials)
 
 
 def _cost(inputs, out_shapes, elements: int) -> pl.CostEstimate:

@@ -135,18 +135,26 @@ def backward_ir(
     weights_dtype: str | None,
     opts: Options,
     y_scale_dtype: str | None = None,
+    compiler: str = "xla",
 ) -> KernelIR:
     """The backward kernel for ``g`` ``(rows, hidden)`` (whose dtype ``dy`` takes) and the
     forward's inputs (``y`` possibly the float8_e4m3fn copy, with the scaled store's row
     scales ``y_scale`` ``(rows, 1)``, float32 from the forward). Operands: ``g``, ``y`` as
     ``(rows, 2H)``, ``bias`` as ``(2H,)``, ``weights``, ``y_scale``; results: ``dy``
     ``(rows, 2H)``, then with ``bias`` its float32 partial sums ``(row blocks, 2H)`` and
-    with ``weights`` theirs ``(rows, hidden blocks)``, which the caller reduces (sum over
-    axis 0, resp. 1) and casts to the dtype of ``bias``, resp. ``weights``. Raises as
-    :func:`forward_ir` (but for the reductions, the XLA ops beside its kernel)."""
+    with ``weights`` theirs ``(rows, hidden blocks)``, which the caller reduces: the
+    bias's with :func:`sum_rows_ir`'s kernel, the weights' (sum over axis 1) itself, then
+    casts to the dtype of ``weights``. ``compiler``: who will compile the IR, for the
+    block config (``kernels.default_config``; ``"triton"`` for a launcher compiling it
+    with the ``triton`` package). Raises as :func:`forward_ir`."""
+    config = kernels.default_config(
+        rows, hidden, g_dtype, reduces_rows=bias_dtype is not None, compiler=compiler
+    )
 
     def backward(g, y, bias, weights, y_scale):
-        return kernels.backward(g, y, bias, weights, opts, dy_dtype=g.dtype, y_scale=y_scale)
+        return kernels.backward_partials(
+            g, y, bias, weights, opts, dy_dtype=g.dtype, y_scale=y_scale, config=config
+        )
 
     specs = (
         _spec((rows, hidden), g_dtype),
@@ -155,7 +163,18 @@ def backward_ir(
         _spec((rows, 1), weights_dtype),
         _spec((rows, 1), y_scale_dtype),
     )
-    return _lower(backward, specs)
+    return _lower(backward, specs, alone=True)
+
+
+@functools.lru_cache(maxsize=256)
+def sum_rows_ir(rows: int, columns: int, dtype: str) -> KernelIR:
+    """The kernel that sums float32 partial sums ``(rows, columns)`` over rows into
+    ``(columns,)`` of ``dtype`` (:func:`swiglu_jax.kernels.triton.sum_rows`: the bias
+    gradient from :func:`backward_ir`'s partials, with the JAX path's bits)."""
+    if dtype not in ELEMENT_TYPES.values():
+        raise NotImplementedError(f"the Triton kernels do not compute {dtype}")
+    summed = functools.partial(kernels.sum_rows, dtype=jnp.dtype(dtype))
+    return _lower(summed, (_spec((rows, columns), "float32"),), alone=True)
 
 
 def _lower(fn, specs, *, alone: bool = False) -> KernelIR:
