@@ -17,7 +17,13 @@ inputs rotated beyond L2):
   defaults; tiles of one or two rows;
 - persistent programs: a hand kernel looping over rows from ``k x SMs`` programs;
 - spacing: kernels back to back, or with a spin kernel between calls (JAX's dispatch
-  leaves the GPU idle between eager calls, torch's launches do not).
+  leaves the GPU idle between eager calls, torch's launches do not);
+- the bias backward's tiles, compiled by XLA (the JAX path) and by upstream triton (the
+  direct launch), with the time of each kernel (the backward and the sum of its partials).
+
+Outcome (PERF_NOTES.md, session 6): none of grid, arithmetic or compile options matter;
+with outputs kept, every kernel with this traffic, one without arithmetic included,
+reads the same at 4096 tokens; the two compilers differ on the bias backward's tiles.
 """
 
 from __future__ import annotations
