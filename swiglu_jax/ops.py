@@ -40,6 +40,11 @@ def _swiglu_core_fwd(y, bias, weights, opts: Options):
 def _swiglu_core_bwd(opts: Options, residuals, g):
     saved, bias, weights = residuals
     if opts.cpu_offload_input:
+        # Tied to the cotangent, the host copy is read back only when the backward needs
+        # it. Without the barrier XLA's simplifier folds the round trip (a copy to host
+        # memory, a copy back) into the device buffer it started from, and nothing is
+        # offloaded (seen on GPU with jax 0.11.2; benchmarks/PERF_NOTES.md).
+        saved, g = jax.lax.optimization_barrier((saved, g))
         saved = jax.device_put(saved, jax.memory.Space.Device)
     y, y_scale = saved
     # The cotangent has the output's dtype, which is y's: the fp8 copy has lost it.

@@ -227,7 +227,10 @@ def test_default_config_serves_all_sizes():
             assert config.block_hidden <= max(hidden * 2, 1)
             reducing = kernels.default_config(rows, hidden, jnp.bfloat16, reduces_rows=True)
             # Tall tiles when rows are reduced: few float32 partial rows per output row.
-            assert reducing.block_rows >= min(64, kernels.next_power_of_2(rows))
+            assert reducing.block_rows >= min(
+                kernels.REDUCING_TILE[0], kernels.next_power_of_2(rows)
+            )
+            assert reducing.num_warps == kernels.REDUCING_WARPS
 
 
 @pytest.mark.parametrize("save_fp8", [True, "scaled"])

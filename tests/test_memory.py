@@ -68,3 +68,26 @@ def test_xla_keeps_the_fp8_copy_when_forward_and_backward_compile_together(store
     module = jax.jit(step).lower(y).as_text()
     barriers = [line for line in module.splitlines() if "optimization_barrier" in line]
     assert barriers and all("f8E4M3FN" in line for line in barriers), barriers
+
+
+def test_offload_reads_the_host_copy_back_behind_a_barrier():
+    """With ``cpu_offload_input`` the saved input goes to host memory in the forward
+    and comes back in the backward behind an optimization barrier with the cotangent
+    (lowered for CUDA; XLA:CPU has no host memory space):
+    without it XLA on GPU folds the two copies into the device buffer they started from
+    (seen on an H200 with jax 0.11.2), and nothing is offloaded."""
+    y = jnp.ones((64, 2 * 128), jnp.bfloat16)
+
+    def step(y):
+        swiglu = lambda y: sj.swiglu(y, cpu_offload_input=True, implementation="xla")
+        out, vjp = jax.vjp(swiglu, y)
+        return vjp(out)[0]
+
+    lowered = jax.jit(step).trace(y).lower(lowering_platforms=("cuda",))  # from this host
+    lines = lowered.as_text().splitlines()
+    placements = [i for i, line in enumerate(lines) if "annotate_device_placement" in line]
+    barriers = [i for i, line in enumerate(lines) if "optimization_barrier" in line]
+    assert len(placements) == 2 and len(barriers) == 1, (placements, barriers)
+    to_host, to_device = placements
+    assert to_host < barriers[0] < to_device
+    assert "tensor<64x2x128xbf16>, tensor<64x128xbf16>" in lines[barriers[0]]  # saved y, g

@@ -353,11 +353,7 @@ class InterpretLauncher:
                 save_fp8 = {1: False, 2: True, 3: "scaled"}[len(ir.results)]
                 kernels.forward(y, bias, weights, self.opts, save_fp8=save_fp8, interpret=True)
             else:
-                # The direct path's block config: its own reducing tile (upstream triton).
-                config = kernels.default_config(
-                    rows, two_h // 2, g.dtype, reduces_rows=bias is not None, compiler="triton"
-                )
-                static = dict(dy_dtype=g.dtype, y_scale=y_scale, interpret=True, config=config)
+                static = dict(dy_dtype=g.dtype, y_scale=y_scale, interpret=True)
                 kernels.backward_partials(g, y, bias, weights, self.opts, **static)
         finally:
             pl.pallas_call = real
@@ -427,23 +423,6 @@ def test_weights_partial_sums_reduce_to_the_gradient(blocks):
     dweights = _direct._sum_weights(partials, torch.bfloat16)
     assert dweights.shape == (5, 1) and dweights.dtype == torch.bfloat16
     assert torch.equal(dweights, partials.sum(dim=1, keepdim=True).to(torch.bfloat16))
-
-
-def test_direct_launch_takes_its_own_reducing_tile():
-    """The bias backward compiled by upstream triton (the direct launch) gets
-    ``UPSTREAM_REDUCING_TILE``: more row blocks of partial sums, 4 warps; the same kernel
-    for XLA keeps ``REDUCING_TILE``."""
-    tall, wide, warps = kernels.UPSTREAM_REDUCING_TILE
-    upstream = triton_ir.backward_ir(
-        1000, 1408, "bfloat16", "bfloat16", "bfloat16", None, Options(), compiler="triton"
-    )
-    xla = triton_ir.backward_ir(1000, 1408, "bfloat16", "bfloat16", "bfloat16", None, Options())
-    assert upstream.results[1] == ((-(-1000 // tall), 2 * 1408), "float32")
-    assert upstream.grid == (-(-1408 // wide), -(-1000 // tall), 1)
-    assert upstream.num_warps == warps
-    assert xla.results[1] == ((-(-1000 // kernels.REDUCING_TILE[0]), 2 * 1408), "float32")
-    with pytest.raises(ValueError, match="compiler"):
-        kernels.default_config(8, 8, "bfloat16", compiler="nvcc")
 
 
 @pytest.mark.parametrize("rows, columns", [(1, 10), (64, 4096), (65, 37)])

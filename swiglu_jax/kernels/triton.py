@@ -43,45 +43,34 @@ KERNEL_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.floa
 TILE_ELEMENTS = 2048
 MAX_BLOCK_HIDDEN = 4096
 # With a fused row reduction (the bias gradient) every tile writes one float32 partial
-# row per hidden column: 64-row tiles keep those partials to 4 / (64 * 2) = 3% of the
-# bfloat16 gradient's bytes (8-row tiles made them 25%, 77% of copy bandwidth on an H100).
-REDUCING_TILE = (64, 128)
-# Who compiles the Triton IR: "xla" (JAX's launch of the pallas_call) or "triton" (the
-# upstream package: torch_bridge's direct launch). Upstream triton 3.6 gives the 64 x 128
-# reducing tile with 8 warps 128 registers a thread, two programs an SM, and ran it 25-50%
-# slower than XLA's compilation does (H200, benchmarks/PERF_NOTES.md); 32 x 128 with 4
-# warps was its fastest reducing tile at every size measured (56-97% of copy bandwidth
-# where 64 x 128 gave 50-69%), while XLA's compilation ran the two within 2%.
-COMPILERS = ("xla", "triton")
-UPSTREAM_REDUCING_TILE = (32, 128, 4)  # rows, columns, warps
+# row per hidden column, so tiles are tall: 32-row tiles keep those partials to
+# 4 / (32 * 2) = 6% of the bfloat16 gradient's bytes (8-row tiles made them 25%, 77% of
+# copy bandwidth on an H100). 32 x 128 with 4 warps (H200, PERF_NOTES.md, six tiles
+# under both compilers of the IR): within 2% of the best tile under XLA's compilation
+# (64 x 128, 8 warps, in bfloat16) and 15-20% ahead of it in float32, and the fastest
+# under upstream triton's (torch_bridge's direct launch) by 10-50%, where 64 x 128 takes
+# 128 registers a thread.
+REDUCING_TILE = (32, 128)
+REDUCING_WARPS = 4
 
 
-def default_config(
-    rows: int, hidden: int, dtype, *, reduces_rows: bool = False, compiler: str = "xla"
-) -> BlockConfig:
+def default_config(rows: int, hidden: int, dtype, *, reduces_rows: bool = False) -> BlockConfig:
     """Tiles of ``TILE_ELEMENTS`` outputs (one row of up to ``MAX_BLOCK_HIDDEN`` where
-    ``H`` is wider), as wide as the hidden size allows, 8 warps (4 for smaller tiles); or,
-    when the kernel also reduces over rows, ``REDUCING_TILE`` (``UPSTREAM_REDUCING_TILE``
-    for ``compiler="triton"``).
+    ``H`` is wider), as wide as the hidden size allows, 8 warps (4 for smaller tiles); or
+    ``REDUCING_TILE`` with ``REDUCING_WARPS`` when the kernel also reduces over rows.
 
     Triton needs power-of-two tiles; edge tiles are masked, so no size is excluded.
     """
     del dtype  # One tile shape serves every dtype: the output tile bounds the registers.
-    if compiler not in COMPILERS:
-        raise ValueError(f"compiler must be one of {COMPILERS}, got {compiler!r}")
-    warps = None
     if reduces_rows:
         tall, wide = REDUCING_TILE
-        if compiler == "triton":
-            tall, wide, warps = UPSTREAM_REDUCING_TILE
         block_hidden = min(next_power_of_2(hidden), wide)
         block_rows = min(next_power_of_2(max(rows, 1)), tall * wide // block_hidden)
-    else:
-        block_hidden = min(next_power_of_2(hidden), MAX_BLOCK_HIDDEN)
-        block_rows = min(next_power_of_2(max(rows, 1)), max(1, TILE_ELEMENTS // block_hidden))
-    if warps is None:
-        warps = 4 if block_rows * block_hidden < TILE_ELEMENTS else 8
-    return BlockConfig(block_rows, block_hidden, num_warps=warps)
+        return BlockConfig(block_rows, block_hidden, num_warps=REDUCING_WARPS)
+    block_hidden = min(next_power_of_2(hidden), MAX_BLOCK_HIDDEN)
+    block_rows = min(next_power_of_2(max(rows, 1)), max(1, TILE_ELEMENTS // block_hidden))
+    num_warps = 4 if block_rows * block_hidden < TILE_ELEMENTS else 8
+    return BlockConfig(block_rows, block_hidden, num_warps=num_warps)
 
 
 # The scaled store's forward sweeps rows wider than one tile twice (module doc), and the
