@@ -77,18 +77,19 @@ def _local_cuda_capability() -> float | None:
     return float(capability) if capability else None
 
 
-def cuda_kernel_backends(dtype, *, reduces_rows: bool = False) -> tuple[str, ...]:
-    """The kernel backends for CUDA, in order of preference, for the local GPU, the dtype
-    computed (the output's) and whether the kernel reduces over rows (the backward with
-    a bias, whose gradient sums over tokens).
+def cuda_kernel_backends(dtype) -> tuple[str, ...]:
+    """The kernel backends for CUDA, in order of preference, for the local GPU and the
+    dtype computed (the output's).
 
-    By measurement on an H100 (benchmarks/RESULTS.md, 2026-11-26): Triton first, at
-    93-101% of the copy bandwidth for 16-bit types and float32 alike from 4096 x 4096 up
-    (Mosaic GPU: 69-90% and 89-96%), except the float32 bias backward, where Mosaic GPU
-    reaches 83-91% and Triton 79-84%. The second backend takes what the first declines
-    (Triton: 8-bit arrays of 2^31 elements or more). Without a local GPU (lowering for
-    CUDA from a CPU host), the portable Triton kernels.
+    By measurement on an H100 and an H200 (benchmarks/RESULTS.md, 2026-11-26): Triton
+    first, at 91-103% of the copy bandwidth for 16-bit types and float32 alike from
+    4096 x 4096 up (Mosaic GPU: 50-90% and 86-98%), and for the bias backward too (its
+    32 x 128 tiles: bf16 77-93%, float32 86-97% against Mosaic GPU's 46-61% and
+    83-91% on an H100). The second backend takes what the first declines (Triton: 8-bit
+    arrays of 2^31 elements or more). Without a local GPU (lowering for CUDA from a CPU
+    host), the portable Triton kernels.
     """
+    del dtype  # Triton leads for every dtype (it did not before the 32 x 128 bias tiles)
     capability = _local_cuda_capability()
     if capability is None:
         return ("triton",)
@@ -96,8 +97,7 @@ def cuda_kernel_backends(dtype, *, reduces_rows: bool = False) -> tuple[str, ...
     if capability >= MIN_TRITON_CAPABILITY:
         backends.append("triton")
     if capability >= MIN_MOSAIC_GPU_CAPABILITY:
-        mosaic_first = reduces_rows and jax.numpy.dtype(dtype) == jax.numpy.float32
-        backends.insert(0 if mosaic_first else len(backends), "mosaic_gpu")
+        backends.append("mosaic_gpu")
     return tuple(backends)
 
 
@@ -175,10 +175,7 @@ def call(method: str, opts: Options, *args, **static):
         return lax.platform_dependent(*args, default=default, **branches)
 
     # The dtype computed: the backward's dy_dtype, else the forward input's.
-    reduces_rows = method == "backward" and args[2] is not None  # the bias gradient
-    cuda_backends = cuda_kernel_backends(
-        static.get("dy_dtype", args[0].dtype), reduces_rows=reduces_rows
-    )
+    cuda_backends = cuda_kernel_backends(static.get("dy_dtype", args[0].dtype))
     if choice == "pallas":
         message = (
             "implementation='pallas': swiglu_jax has Pallas kernels for CUDA GPUs and TPUs "

@@ -111,19 +111,3 @@ def test_cuda_backends_by_capability_and_dtype(monkeypatch, capability, dtype, e
 
     monkeypatch.setattr(_dispatch, "_local_cuda_capability", lambda: capability)
     assert _dispatch.cuda_kernel_backends(dtype) == expected
-
-
-@pytest.mark.parametrize(
-    "capability,dtype,expected",
-    [
-        (None, jnp.float32, ("triton",)),
-        (8.0, jnp.float32, ("triton",)),  # Ampere: no Mosaic GPU
-        (9.0, jnp.bfloat16, ("triton", "mosaic_gpu")),
-        (9.0, jnp.float32, ("mosaic_gpu", "triton")),  # 83-91% against 79-84% (RESULTS.md)
-    ],
-)
-def test_cuda_backends_for_the_bias_backward(monkeypatch, capability, dtype, expected):
-    from swiglu_jax import _dispatch
-
-    monkeypatch.setattr(_dispatch, "_local_cuda_capability", lambda: capability)
-    assert _dispatch.cuda_kernel_backends(dtype, reduces_rows=True) == expected

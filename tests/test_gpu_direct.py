@@ -106,7 +106,7 @@ def same_bits(a, b):
 @contextlib.contextmanager
 def jax_path_on_triton():
     """The bridge's JAX path with swiglu_jax's Triton kernels, the ones the direct path
-    launches ("auto" takes Mosaic GPU first for the float32 bias backward on Hopper)."""
+    launches, whatever "auto" would take on this GPU."""
     call = _dispatch.call
 
     def on_triton(method, opts, *args, **static):
