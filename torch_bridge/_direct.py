@@ -351,8 +351,10 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset, y_scale=Non
     outs = _run(key, launcher, *(x for x in inputs if x is not None))
     if outs is None:
         return None
-    dy, dbias = outs.pop(0), absent()
-    if bias is not None:
+    dy = outs.pop(0)
+    if bias is None:
+        dbias = absent()
+    else:
         summed = _run(*summing, outs.pop(0))
         if summed is None:
             return None
