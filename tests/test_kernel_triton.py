@@ -227,10 +227,16 @@ def test_default_config_serves_all_sizes():
             assert config.block_hidden <= max(hidden * 2, 1)
             reducing = kernels.default_config(rows, hidden, jnp.bfloat16, reduces_rows=True)
             # Tall tiles when rows are reduced: few float32 partial rows per output row.
-            assert reducing.block_rows >= min(
-                kernels.REDUCING_TILE[0], kernels.next_power_of_2(rows)
-            )
-            assert reducing.num_warps == kernels.REDUCING_WARPS
+            tall, _, warps = kernels.XLA_16BIT_REDUCING_TILE  # bfloat16, compiled by XLA
+            assert reducing.block_rows >= min(tall, kernels.next_power_of_2(rows))
+            assert reducing.num_warps == warps
+            for dtype, compiler in ((jnp.float32, "xla"), (jnp.bfloat16, "triton")):
+                tile = kernels.default_config(
+                    rows, hidden, dtype, reduces_rows=True, compiler=compiler
+                )
+                tall, _, warps = kernels.REDUCING_TILE
+                assert tile.block_rows >= min(tall, kernels.next_power_of_2(rows))
+                assert tile.num_warps == warps
 
 
 @pytest.mark.parametrize("save_fp8", [True, "scaled"])

@@ -353,7 +353,11 @@ class InterpretLauncher:
                 save_fp8 = {1: False, 2: True, 3: "scaled"}[len(ir.results)]
                 kernels.forward(y, bias, weights, self.opts, save_fp8=save_fp8, interpret=True)
             else:
-                static = dict(dy_dtype=g.dtype, y_scale=y_scale, interpret=True)
+                # The direct launch's block config: the reducing tile for upstream triton.
+                config = kernels.default_config(
+                    rows, two_h // 2, g.dtype, reduces_rows=bias is not None, compiler="triton"
+                )
+                static = dict(dy_dtype=g.dtype, y_scale=y_scale, interpret=True, config=config)
                 kernels.backward_partials(g, y, bias, weights, self.opts, **static)
         finally:
             pl.pallas_call = real
@@ -423,6 +427,26 @@ def test_weights_partial_sums_reduce_to_the_gradient(blocks):
     dweights = _direct._sum_weights(partials, torch.bfloat16)
     assert dweights.shape == (5, 1) and dweights.dtype == torch.bfloat16
     assert torch.equal(dweights, partials.sum(dim=1, keepdim=True).to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_direct_launch_takes_the_upstream_reducing_tile(dtype):
+    """The bias backward compiled by upstream triton (the direct launch) gets
+    ``REDUCING_TILE`` in every dtype; compiled by XLA, 16-bit types get
+    ``XLA_16BIT_REDUCING_TILE``: different row blocks of partial sums and warps."""
+    tall, wide, warps = kernels.REDUCING_TILE
+    args = (1000, 1408, dtype, dtype, dtype, None, Options())
+    upstream = triton_ir.backward_ir(*args, compiler="triton")
+    assert upstream.results[1] == ((-(-1000 // tall), 2 * 1408), "float32")
+    assert upstream.grid == (-(-1408 // wide), -(-1000 // tall), 1)
+    assert upstream.num_warps == warps
+    xla = triton_ir.backward_ir(*args)
+    if dtype == "bfloat16":
+        tall, wide, warps = kernels.XLA_16BIT_REDUCING_TILE
+    assert xla.results[1] == ((-(-1000 // tall), 2 * 1408), "float32")
+    assert xla.num_warps == warps
+    with pytest.raises(ValueError, match="compiler"):
+        kernels.default_config(8, 8, "bfloat16", compiler="nvcc")
 
 
 @pytest.mark.parametrize("rows, columns", [(1, 10), (64, 4096), (65, 37)])

@@ -336,7 +336,9 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset, y_scale=Non
         _check_dtypes(y.device, (g, y, bias, weights, y_scale), fp8=y.dtype == FP8)
         opts = Options(clamp_value, alpha, linear_offset)
         names = (_name(g.dtype), _name(y.dtype), _name(bias_dtype), _name(weights_dtype))
-        return triton_ir.backward_ir(rows, hidden, *names, opts, _name(scale_dtype))
+        return triton_ir.backward_ir(
+            rows, hidden, *names, opts, _name(scale_dtype), compiler="triton"
+        )
 
     launcher = _launcher(key, y.device, make_ir)
     if launcher is None:

@@ -43,30 +43,39 @@ KERNEL_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.floa
 TILE_ELEMENTS = 2048
 MAX_BLOCK_HIDDEN = 4096
 # With a fused row reduction (the bias gradient) every tile writes one float32 partial
-# row per hidden column, so tiles are tall: 32-row tiles keep those partials to
-# 4 / (32 * 2) = 6% of the bfloat16 gradient's bytes (8-row tiles made them 25%, 77% of
-# copy bandwidth on an H100). 32 x 128 with 4 warps (H200, PERF_NOTES.md, six tiles
-# under both compilers of the IR): within 2% of the best tile under XLA's compilation
-# (64 x 128, 8 warps, in bfloat16) and 15-20% ahead of it in float32, and the fastest
-# under upstream triton's (torch_bridge's direct launch) by 10-50%, where 64 x 128 takes
-# 128 registers a thread.
-REDUCING_TILE = (32, 128)
-REDUCING_WARPS = 4
+# row per hidden column, so tiles are tall: 32 rows keep those partials to 4 / (32 * 2) =
+# 6% of the bfloat16 gradient's bytes (8-row tiles made them 25%, 77% of copy bandwidth
+# on an H100). Six tiles measured under both compilers of the IR (H200 and H100,
+# PERF_NOTES.md): 32 x 128 with 4 warps is the fastest under upstream triton
+# (torch_bridge's direct launch), by 10-50%: there 64 x 128 with 8 warps takes 128
+# registers a thread. Under XLA's compilation (the JAX path) 32 x 128 is 15-20% ahead in
+# float32, while 64 x 128 with 8 warps keeps 2-3 points in 16-bit types.
+COMPILERS = ("xla", "triton")  # who compiles the Triton IR: the JAX path, the direct launch
+REDUCING_TILE = (32, 128, 4)  # rows, columns, warps
+XLA_16BIT_REDUCING_TILE = (64, 128, 8)
 
 
-def default_config(rows: int, hidden: int, dtype, *, reduces_rows: bool = False) -> BlockConfig:
+def default_config(
+    rows: int, hidden: int, dtype, *, reduces_rows: bool = False, compiler: str = "xla"
+) -> BlockConfig:
     """Tiles of ``TILE_ELEMENTS`` outputs (one row of up to ``MAX_BLOCK_HIDDEN`` where
-    ``H`` is wider), as wide as the hidden size allows, 8 warps (4 for smaller tiles); or
-    ``REDUCING_TILE`` with ``REDUCING_WARPS`` when the kernel also reduces over rows.
+    ``H`` is wider), as wide as the hidden size allows, 8 warps (4 for smaller tiles); or,
+    when the kernel also reduces over rows, ``REDUCING_TILE`` (``XLA_16BIT_REDUCING_TILE``
+    for a 16-bit ``dtype`` compiled by XLA). ``compiler``: one of ``COMPILERS``.
 
     Triton needs power-of-two tiles; edge tiles are masked, so no size is excluded.
     """
-    del dtype  # One tile shape serves every dtype: the output tile bounds the registers.
+    if compiler not in COMPILERS:
+        raise ValueError(f"compiler must be one of {COMPILERS}, got {compiler!r}")
     if reduces_rows:
-        tall, wide = REDUCING_TILE
+        sixteen_bit = jnp.dtype(dtype).itemsize == 2
+        tall, wide, warps = (
+            XLA_16BIT_REDUCING_TILE if compiler == "xla" and sixteen_bit else REDUCING_TILE
+        )
         block_hidden = min(next_power_of_2(hidden), wide)
         block_rows = min(next_power_of_2(max(rows, 1)), tall * wide // block_hidden)
-        return BlockConfig(block_rows, block_hidden, num_warps=REDUCING_WARPS)
+        return BlockConfig(block_rows, block_hidden, num_warps=warps)
+    # One tile shape serves every dtype otherwise: the output tile bounds the registers.
     block_hidden = min(next_power_of_2(hidden), MAX_BLOCK_HIDDEN)
     block_rows = min(next_power_of_2(max(rows, 1)), max(1, TILE_ELEMENTS // block_hidden))
     num_warps = 4 if block_rows * block_hidden < TILE_ELEMENTS else 8

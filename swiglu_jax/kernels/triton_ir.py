@@ -135,6 +135,7 @@ def backward_ir(
     weights_dtype: str | None,
     opts: Options,
     y_scale_dtype: str | None = None,
+    compiler: str = "xla",
 ) -> KernelIR:
     """The backward kernel for ``g`` ``(rows, hidden)`` (whose dtype ``dy`` takes) and the
     forward's inputs (``y`` possibly the float8_e4m3fn copy, with the scaled store's row
@@ -143,11 +144,17 @@ def backward_ir(
     ``(rows, 2H)``, then with ``bias`` its float32 partial sums ``(row blocks, 2H)`` and
     with ``weights`` theirs ``(rows, hidden blocks)``, which the caller reduces: the
     bias's with :func:`sum_rows_ir`'s kernel, the weights' (sum over axis 1) itself, then
-    casts to the dtype of ``weights``. Raises as :func:`forward_ir`."""
+    casts to the dtype of ``weights``. ``compiler``: who compiles the IR
+    (``kernels.COMPILERS``; ``"triton"`` for a launcher that compiles it with the
+    ``triton`` package), for the block config. Raises as :func:`forward_ir`."""
+    config = kernels.default_config(
+        rows, hidden, _spec((), g_dtype).dtype, reduces_rows=bias_dtype is not None,
+        compiler=compiler,
+    )  # fmt: skip
 
     def backward(g, y, bias, weights, y_scale):
         return kernels.backward_partials(
-            g, y, bias, weights, opts, dy_dtype=g.dtype, y_scale=y_scale
+            g, y, bias, weights, opts, dy_dtype=g.dtype, y_scale=y_scale, config=config
         )
 
     specs = (
