@@ -4,7 +4,8 @@ Pallas lowers a ``pallas_call`` with ``pltriton.CompilerParams`` to one custom c
 ``__gpu$xla.gpu.triton``, whose backend config carries the kernel as a Triton IR (TTIR)
 module in MLIR bytecode, with its launch parameters (``grid_x/y/z``, ``num_warps``,
 ``num_stages``, ``name``). XLA compiles that module with its bundled Triton. Here the same
-kernels (those of :mod:`swiglu_jax.kernels.triton`, same block configs) are lowered for
+kernels (those of :mod:`swiglu_jax.kernels.triton`, same block configs, but for the
+bias backward's tile where the caller says ``compiler="triton"``) are lowered for
 CUDA on any host and the module is printed as text, which the ``triton`` package parses
 (checked with triton 3.6 and 3.8, jax 0.11.2 and 0.12) and compiles itself.
 
