@@ -67,9 +67,9 @@ SIZES = {
     ],
 }
 L2_BYTES = 64 * 2**20  # at least this much is cycled through between reuses of an input
-# Device time measured over at least this much kernel time (more calls for small sizes):
-# over 20 calls of a 17 us kernel every implementation read 3-5% slower than over 200
-# (H100, benchmarks/PERF_NOTES.md), an offset that hid real differences.
+# Device time measured over at least this much kernel time (more calls for small sizes,
+# hundreds for a 13 us kernel): it steadies the smallest sizes, though 20 calls and 380
+# agreed within 0.5% on an H200 (benchmarks/PERF_NOTES.md).
 MIN_MEASURED_SECONDS = 5e-3
 MAX_ITERS = 2000
 

@@ -148,7 +148,7 @@ def _patched(config=None, flat=False, options=None):
     saved = kernels.default_config, kernels._grid, kernels._Tile.__init__
     saved_options = dict(_direct.COMPILE_OPTIONS)
     if config is not None:
-        kernels.default_config = lambda rows, hidden, dtype, reduces_rows=False: config
+        kernels.default_config = lambda rows, hidden, dtype, **_: config
     if flat:
         init = kernels._Tile.__init__
 

@@ -38,8 +38,8 @@ KERNEL_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.floa
 
 # Tile shapes chosen by measurement (benchmarks/PERF_NOTES.md, H100): one row of up to
 # 4096 contiguous columns per program beat every taller, narrower tile of the same size
-# (8 x 1024: 85-96% of copy bandwidth; 1 x 4096: 93-98%), and at H = 2048 one row beat
-# two (bf16 forward at 4096 tokens: 99.5% against 97.3%, Liger's one-row kernel 100.6%).
+# (8 x 1024: 85-96% of copy bandwidth; 1 x 4096: 93-98%). At H = 2048 one row and two
+# were within noise in the benchmark; one row is Liger's tiling.
 TILE_ELEMENTS = 2048
 MAX_BLOCK_HIDDEN = 4096
 # With a fused row reduction (the bias gradient) every tile writes one float32 partial
@@ -360,9 +360,9 @@ def backward(
         g, y, bias, weights, opts, dy_dtype=dy_dtype, y_scale=y_scale, interpret=interpret,
         config=config,
     )  # fmt: skip
-    if dbias is not None and bias is not None and y.shape[0]:
+    if bias is not None and y.shape[0]:  # for zero rows, the gradients came final
         dbias = sum_rows(dbias, bias.dtype, interpret=interpret).reshape(bias.shape)
-    if dweights is not None and weights is not None and y.shape[0]:
+    if weights is not None and y.shape[0]:
         dweights = dweights.sum(axis=1, keepdims=True).astype(weights.dtype)
     return dy, dbias, dweights
 
@@ -417,9 +417,9 @@ def backward_partials(
 
 
 # The bias gradient's partial sums, (row blocks, 2H) float32, are summed by a kernel of
-# their own rather than an XLA reduction, so that the JAX path and torch_bridge's direct
-# launch (which runs this same kernel) give the same bits. Each program sums a strip of
-# SUM_COLUMNS columns (128-byte rows of float32), SUM_ROWS rows at a time, in a fixed
+# their own, one launch that also casts, on the JAX path and on torch_bridge's direct
+# launch alike (which had torch's sum and cast: two launches). Each program sums a strip
+# of SUM_COLUMNS columns (128-byte rows of float32), SUM_ROWS rows at a time, in a fixed
 # order: deterministic.
 SUM_COLUMNS = 32
 SUM_ROWS = 64

@@ -149,9 +149,8 @@ def backward_ir(
     (``kernels.COMPILERS``; ``"triton"`` for a launcher that compiles it with the
     ``triton`` package), for the block config. Raises as :func:`forward_ir`."""
     config = kernels.default_config(
-        rows, hidden, _spec((), g_dtype).dtype, reduces_rows=bias_dtype is not None,
-        compiler=compiler,
-    )  # fmt: skip
+        rows, hidden, jnp.dtype(g_dtype), reduces_rows=bias_dtype is not None, compiler=compiler
+    )
 
     def backward(g, y, bias, weights, y_scale):
         return kernels.backward_partials(
@@ -172,7 +171,7 @@ def backward_ir(
 def sum_rows_ir(rows: int, columns: int, dtype: str) -> KernelIR:
     """The kernel that sums float32 partial sums ``(rows, columns)`` over rows into
     ``(columns,)`` of ``dtype`` (:func:`swiglu_jax.kernels.triton.sum_rows`: the bias
-    gradient from :func:`backward_ir`'s partials, with the JAX path's bits)."""
+    gradient from :func:`backward_ir`'s partials, as the JAX path sums them)."""
     if dtype not in ELEMENT_TYPES.values():
         raise NotImplementedError(f"the Triton kernels do not compute {dtype}")
     summed = functools.partial(kernels.sum_rows, dtype=jnp.dtype(dtype))
