@@ -370,7 +370,7 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset, y_scale=Non
 def _sum_rows_launcher(rows: int, columns: int, dtype, device) -> tuple | None:
     """``(key, launcher)`` of the kernel that sums the bias gradient's float32 partial
     sums ``(rows, columns)`` into ``columns`` values of ``dtype``, the one the JAX path
-    runs (so the same bits); ``None`` where the direct path declines it."""
+    runs; ``None`` where the direct path declines it."""
     key = ("sum_rows", rows, columns, dtype, device)
 
     def make_ir():
