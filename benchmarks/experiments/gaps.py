@@ -1,0 +1,193 @@
+"""Experiment: where issue 4's remaining gaps come from (session 7).
+
+    PYTHONPATH=. python3 benchmarks/experiments/gaps.py [--parts bias,wide] [--out DIR]
+
+1. ``bias``: the bias backward's anatomy on the JAX path (XLA's compilation). At 4096 x
+   4096 bf16 it reads 79% of copy bandwidth where the plain backward, with the same
+   traffic, reads 94%. Timed side by side, each with the time of each kernel: the plain
+   backward with its own tile and with the reducing tiles (is it the tile?), the backward
+   kernel alone (is it the second kernel?), and the whole op.
+2. ``wide``: the wide-row forward, where XLA's fusion (bf16) and ``torch.compile`` (fp32)
+   read 102.5-103% against our 100%: ours with other tiles, the peers, a hand-written
+   flat kernel like inductor's, and inductor's generated source (written to ``--out``).
+
+Device time per kernel from the profiler, inputs rotated beyond L2, each call's output
+kept until the next (``small_rows.kernel_seconds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import torch
+import triton
+import triton.language as tl
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from small_rows import kernel_seconds
+
+from swiglu_jax import bench
+from swiglu_jax._options import Options
+from swiglu_jax.kernels import triton as kernels
+from swiglu_jax.kernels.config import BlockConfig
+from swiglu_jax.reference import swiglu_reference
+
+BIAS_SIZES = [(4096, 2048), (8192, 4096), (8192, 14336)]
+WIDE_SIZES = [(8192, 14336), (16384, 8192)]
+DTYPES = ["bfloat16", "float32"]
+
+
+def _jax(fn):
+    """A jitted JAX function of torch tensors (through DLPack), outputs kept as JAX's."""
+    jitted = jax.jit(fn)
+    return lambda *xs: jitted(*(jax.dlpack.from_dlpack(x) for x in xs))
+
+
+# ----------------------------------------------------------------------------- bias
+
+
+def bias_candidates(rows, hidden, dtype):
+    opts = Options()
+    y3 = lambda y: y.reshape(rows, 2, hidden)
+    b2 = lambda b: b.reshape(2, hidden)
+    dt = jnp.dtype(dtype)
+
+    def plain(config=None):
+        return _jax(lambda g, y, b: kernels.backward(
+            g, y3(y), None, None, opts, dy_dtype=dt, config=config)[0])  # fmt: skip
+
+    def partials(config=None):
+        return _jax(lambda g, y, b: kernels.backward_partials(
+            g, y3(y), b2(b), None, opts, dy_dtype=dt, config=config)[:2])  # fmt: skip
+
+    def whole(config=None):
+        return _jax(lambda g, y, b: kernels.backward(
+            g, y3(y), b2(b), None, opts, dy_dtype=dt, config=config)[:2])  # fmt: skip
+
+    found = {"plain, own tile": plain}
+    for bn, bh, w in [(64, 128, 8), (32, 128, 4)]:
+        found[f"plain {bn}x{bh} w{w}"] = functools.partial(plain, BlockConfig(bn, bh, num_warps=w))
+    found["bias kernel alone"] = partials
+    found["bias, whole op"] = whole
+    return found
+
+
+# ----------------------------------------------------------------------------- wide
+
+
+@triton.jit
+def _flat_fwd(y_ptr, out_ptr, total, H: tl.constexpr, XBLOCK: tl.constexpr,
+              EVICT: tl.constexpr):  # fmt: skip
+    """Inductor's shape of kernel: a flat index over the (N, H) output."""
+    x = tl.program_id(0).to(tl.int64) * XBLOCK + tl.arange(0, XBLOCK)
+    mask = x < total
+    row, col = x // H, x % H
+    if EVICT:
+        a = tl.load(y_ptr + row * 2 * H + col, mask=mask, eviction_policy="evict_first")
+        b = tl.load(y_ptr + row * 2 * H + H + col, mask=mask, eviction_policy="evict_first")
+    else:
+        a = tl.load(y_ptr + row * 2 * H + col, mask=mask)
+        b = tl.load(y_ptr + row * 2 * H + H + col, mask=mask)
+    a, b = a.to(tl.float32), b.to(tl.float32)
+    tl.store(out_ptr + x, (a * tl.sigmoid(a) * b).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def flat_fwd(rows, hidden, xblock, warps, evict=False):
+    def fn(y):
+        out = torch.empty(rows, hidden, dtype=y.dtype, device=y.device)
+        total = rows * hidden
+        _flat_fwd[(triton.cdiv(total, xblock),)](
+            y, out, total, hidden, xblock, evict, num_warps=warps
+        )
+        return out
+
+    return lambda: fn
+
+
+def compiled_fwd(out_dir, rows, hidden, dtype):
+    """torch.compile of Megatron's forward for one shape; inductor's source to a file."""
+
+    def swiglu(y):
+        a, b = torch.chunk(y, 2, -1)
+        return torch.nn.functional.silu(a) * b
+
+    def make():
+        from torch._inductor.utils import run_and_get_code
+
+        torch._dynamo.reset()
+        fn = torch.compile(swiglu, dynamic=False)
+        y = torch.randn(rows, 2 * hidden, dtype=getattr(torch, dtype), device="cuda")
+        _, sources = run_and_get_code(fn, y)
+        path = pathlib.Path(out_dir) / f"inductor-fwd-{rows}x{2 * hidden}-{dtype}.py"
+        path.write_text("\n\n".join(sources))
+        return fn
+
+    return make
+
+
+def wide_candidates(out_dir, rows, hidden, dtype):
+    opts = Options()
+    y3 = lambda y: y.reshape(rows, 2, hidden)
+
+    def ours(config=None):
+        return _jax(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8=False,
+                                              config=config)[0])  # fmt: skip
+
+    found = {"ours": ours}
+    for bn, bh, w in [(1, 1024, 4), (1, 2048, 4), (1, 4096, 8), (1, 4096, 16), (2, 1024, 8)]:
+        found[f"ours {bn}x{bh} w{w}"] = functools.partial(ours, BlockConfig(bn, bh, num_warps=w))
+    found["xla"] = lambda: _jax(swiglu_reference)
+    found["torch.compile fixed"] = compiled_fwd(out_dir, rows, hidden, dtype)
+    for xblock, warps in [(1024, 4), (2048, 8)]:
+        found[f"flat {xblock} w{warps}"] = flat_fwd(rows, hidden, xblock, warps)
+    found["flat 1024 w4 evict_first"] = flat_fwd(rows, hidden, 1024, 4, evict=True)
+    return found
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", default="bias,wide")
+    parser.add_argument("--iters", type=int, default=100)
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = parser.parse_args()
+    bandwidth = bench.copy_bandwidth()
+    print(f"copy bandwidth {bandwidth / 1e9:.0f} GB/s ({torch.cuda.get_device_name()})")
+    parts = {
+        "bias": ("bias_bwd", BIAS_SIZES, lambda r, h, d: bias_candidates(r, h, d)),
+        "wide": ("fwd", WIDE_SIZES, functools.partial(wide_candidates, args.out)),
+    }
+    for part in args.parts.split(","):
+        op, sizes, candidates = parts[part]
+        for (rows, hidden), dtype in [(s, d) for s in sizes for d in DTYPES]:
+            torch_dtype = getattr(torch, dtype)
+            floor = bench.minimum_bytes(op, rows, hidden, torch_dtype.itemsize)
+            sets = max(2, math.ceil(2 * bench.L2_BYTES / floor))
+            gen = torch.Generator(device="cuda").manual_seed(0)
+            inputs = []
+            for _ in range(sets):
+                y = torch.randn(rows, 2 * hidden, dtype=torch_dtype, device="cuda", generator=gen)
+                g = torch.randn(rows, hidden, dtype=torch_dtype, device="cuda", generator=gen)
+                bias = torch.randn(2 * hidden, dtype=torch_dtype, device="cuda", generator=gen)
+                inputs.append((y,) if op == "fwd" else (g, y, bias))
+            print(f"== {part} {rows}x{2 * hidden} {dtype}", flush=True)
+            for name, make in candidates(rows, hidden, dtype).items():
+                try:
+                    seconds, names = kernel_seconds(make(), inputs, args.iters)
+                    pct = 100 * floor / seconds / bandwidth
+                    print(f"  {name:28s} {seconds * 1e6:8.1f} us {pct:6.1f}%  {names}", flush=True)
+                except Exception as error:
+                    print(f"  {name:28s} failed: {type(error).__name__}: {str(error)[:200]}")
+
+
+if __name__ == "__main__":
+    main()
