@@ -27,8 +27,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import torch
-import triton
-import triton.language as tl
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from small_rows import kernel_seconds
@@ -39,8 +37,9 @@ from swiglu_jax.kernels import triton as kernels
 from swiglu_jax.kernels.config import BlockConfig
 from swiglu_jax.reference import swiglu_reference
 
-BIAS_SIZES = [(4096, 2048), (8192, 4096), (8192, 14336)]
-WIDE_SIZES = [(8192, 14336), (16384, 8192)]
+BIAS_SIZES = [(4096, 2048), (4096, 4096), (8192, 4096), (8192, 14336), (16384, 8192)]
+WIDE_SIZES = [(4096, 4096), (8192, 11008), (8192, 14336), (16384, 8192)]
+WIDE_TILES = [(1, 4096, 16), (1, 2048, 8), (2, 1024, 8), (1, 1024, 4)]
 DTYPES = ["bfloat16", "float32"]
 
 
@@ -63,52 +62,26 @@ def bias_candidates(rows, hidden, dtype):
         return _jax(lambda g, y, b: kernels.backward(
             g, y3(y), None, None, opts, dy_dtype=dt, config=config)[0])  # fmt: skip
 
-    def partials(config=None):
-        return _jax(lambda g, y, b: kernels.backward_partials(
-            g, y3(y), b2(b), None, opts, dy_dtype=dt, config=config)[:2])  # fmt: skip
-
     def whole(config=None):
         return _jax(lambda g, y, b: kernels.backward(
             g, y3(y), b2(b), None, opts, dy_dtype=dt, config=config)[:2])  # fmt: skip
 
+    def bridge():
+        from torch_bridge import _direct
+
+        return lambda g, y, b: _direct.backward(g, y, b, None, None, 1.0, 0.0)[:2]
+
     found = {"plain, own tile": plain}
     for bn, bh, w in [(64, 128, 8), (32, 128, 4)]:
         found[f"plain {bn}x{bh} w{w}"] = functools.partial(plain, BlockConfig(bn, bh, num_warps=w))
-    found["bias kernel alone"] = partials
     found["bias, whole op"] = whole
+    for bn, bh, w in [(64, 128, 8), (32, 128, 4)]:
+        found[f"bias {bn}x{bh} w{w}"] = functools.partial(whole, BlockConfig(bn, bh, num_warps=w))
+    found["bias, direct launch"] = bridge
     return found
 
 
 # ----------------------------------------------------------------------------- wide
-
-
-@triton.jit
-def _flat_fwd(y_ptr, out_ptr, total, H: tl.constexpr, XBLOCK: tl.constexpr,
-              EVICT: tl.constexpr):  # fmt: skip
-    """Inductor's shape of kernel: a flat index over the (N, H) output."""
-    x = tl.program_id(0).to(tl.int64) * XBLOCK + tl.arange(0, XBLOCK)
-    mask = x < total
-    row, col = x // H, x % H
-    if EVICT:
-        a = tl.load(y_ptr + row * 2 * H + col, mask=mask, eviction_policy="evict_first")
-        b = tl.load(y_ptr + row * 2 * H + H + col, mask=mask, eviction_policy="evict_first")
-    else:
-        a = tl.load(y_ptr + row * 2 * H + col, mask=mask)
-        b = tl.load(y_ptr + row * 2 * H + H + col, mask=mask)
-    a, b = a.to(tl.float32), b.to(tl.float32)
-    tl.store(out_ptr + x, (a * tl.sigmoid(a) * b).to(out_ptr.dtype.element_ty), mask=mask)
-
-
-def flat_fwd(rows, hidden, xblock, warps, evict=False):
-    def fn(y):
-        out = torch.empty(rows, hidden, dtype=y.dtype, device=y.device)
-        total = rows * hidden
-        _flat_fwd[(triton.cdiv(total, xblock),)](
-            y, out, total, hidden, xblock, evict, num_warps=warps
-        )
-        return out
-
-    return lambda: fn
 
 
 def compiled_fwd(out_dir, rows, hidden, dtype):
@@ -132,22 +105,27 @@ def compiled_fwd(out_dir, rows, hidden, dtype):
     return make
 
 
-def wide_candidates(out_dir, rows, hidden, dtype):
+def wide_candidates(out_dir, op, rows, hidden, dtype):
     opts = Options()
     y3 = lambda y: y.reshape(rows, 2, hidden)
+    dt = jnp.dtype(dtype)
 
     def ours(config=None):
-        return _jax(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8=False,
-                                              config=config)[0])  # fmt: skip
+        if op == "fwd":
+            return _jax(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8=False,
+                                                  config=config)[0])  # fmt: skip
+        return _jax(lambda g, y: kernels.backward(g, y3(y), None, None, opts, dy_dtype=dt,
+                                                  config=config)[0])  # fmt: skip
 
     found = {"ours": ours}
-    for bn, bh, w in [(1, 1024, 4), (1, 2048, 4), (1, 4096, 8), (1, 4096, 16), (2, 1024, 8)]:
+    for bn, bh, w in WIDE_TILES:
         found[f"ours {bn}x{bh} w{w}"] = functools.partial(ours, BlockConfig(bn, bh, num_warps=w))
-    found["xla"] = lambda: _jax(swiglu_reference)
-    found["torch.compile fixed"] = compiled_fwd(out_dir, rows, hidden, dtype)
-    for xblock, warps in [(1024, 4), (2048, 8)]:
-        found[f"flat {xblock} w{warps}"] = flat_fwd(rows, hidden, xblock, warps)
-    found["flat 1024 w4 evict_first"] = flat_fwd(rows, hidden, 1024, 4, evict=True)
+    if op == "fwd":
+        found["xla"] = lambda: _jax(swiglu_reference)
+        found["torch.compile fixed"] = compiled_fwd(out_dir, rows, hidden, dtype)
+    else:
+        vjp = lambda g, y: jax.vjp(swiglu_reference, y)[1](g)[0]
+        found["xla"] = lambda: _jax(vjp)
     return found
 
 
@@ -156,15 +134,16 @@ def wide_candidates(out_dir, rows, hidden, dtype):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="bias,wide")
+    parser.add_argument("--parts", default="bias,wide,widebwd")
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
     bandwidth = bench.copy_bandwidth()
     print(f"copy bandwidth {bandwidth / 1e9:.0f} GB/s ({torch.cuda.get_device_name()})")
     parts = {
-        "bias": ("bias_bwd", BIAS_SIZES, lambda r, h, d: bias_candidates(r, h, d)),
-        "wide": ("fwd", WIDE_SIZES, functools.partial(wide_candidates, args.out)),
+        "bias": ("bias_bwd", BIAS_SIZES, bias_candidates),
+        "wide": ("fwd", WIDE_SIZES, functools.partial(wide_candidates, args.out, "fwd")),
+        "widebwd": ("bwd", WIDE_SIZES, functools.partial(wide_candidates, args.out, "bwd")),
     }
     for part in args.parts.split(","):
         op, sizes, candidates = parts[part]
@@ -178,7 +157,7 @@ def main():
                 y = torch.randn(rows, 2 * hidden, dtype=torch_dtype, device="cuda", generator=gen)
                 g = torch.randn(rows, hidden, dtype=torch_dtype, device="cuda", generator=gen)
                 bias = torch.randn(2 * hidden, dtype=torch_dtype, device="cuda", generator=gen)
-                inputs.append((y,) if op == "fwd" else (g, y, bias))
+                inputs.append({"fwd": (y,), "bwd": (g, y), "bias_bwd": (g, y, bias)}[op])
             print(f"== {part} {rows}x{2 * hidden} {dtype}", flush=True)
             for name, make in candidates(rows, hidden, dtype).items():
                 try:
