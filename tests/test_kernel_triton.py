@@ -194,52 +194,21 @@ def test_zero_rows():
     assert dy.shape == (0, 2, 8) and not np.any(dbias) and dweights.shape == (0, 1)
 
 
-# The bias gradient's partial sums, summed in the backward's own launch: many row blocks
-# (summed a block of rows at a time, several steps), one row block, ragged both ways.
-LAST_PROGRAM_CASES = {
-    "steps": (37, 40, BlockConfig(block_rows=2, block_hidden=8)),  # 19 row blocks, 10 steps
-    "one_row": (1, 37, None),
-    "ragged": (300, 100, BlockConfig(block_rows=4, block_hidden=32)),  # 75 row blocks
-}
-
-
-@pytest.mark.parametrize("case", LAST_PROGRAM_CASES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
-def test_bias_gradient_from_the_last_program(rng, dtype, case):
-    """The last program of each hidden block to store its partial sums adds them all up:
-    the bias gradient against float64, the same bits from counters given or made, and
-    again; the inputs are left as they were."""
-    rows, hidden, config = LAST_PROGRAM_CASES[case]
-    y, bias, _, g = make(rng, rows, hidden, dtype, True, False)
-    bias = bias.astype(dtype)
-    before = [np.asarray(x).copy() for x in (g, y, bias)]
-    config = config or kernels.default_config(rows, hidden, dtype, reduces_rows=True)
-    blocks = -(-hidden // config.block_hidden)
-
-    def run(arrivals=None):
-        _, dbias, _ = kernels.backward_kernel(
-            g, y, bias, None, Options(), dy_dtype=dtype, arrivals=arrivals, interpret=True,
-            config=config,
-        )  # fmt: skip
-        return dbias
-
-    dbias = run()
-    assert dbias.dtype == bias.dtype and dbias.shape == bias.shape
-    expected = testing.swiglu_backward(g, y, bias, layout="stacked")["bias"]
-    assert testing.relative_error(dbias, expected) <= testing.tolerance(dtype, terms=rows)
-    for again in (run(), run(jnp.zeros((blocks,), jnp.int32))):
-        np.testing.assert_array_equal(np.asarray(again), np.asarray(dbias))
-    for x, b in zip((g, y, bias), before, strict=True):
-        np.testing.assert_array_equal(np.asarray(x), b)
-
-
-def test_arrival_counters_are_checked(rng):
-    y, bias, _, g = make(rng, 16, 40, jnp.float32, True, False)
-    with pytest.raises(ValueError, match=r"arrivals must be int32 of shape \(3,\).*\(2,\)"):
-        kernels.backward_kernel(
-            g, y, bias, None, Options(), dy_dtype=jnp.float32, arrivals=jnp.zeros((2,), jnp.int32),
-            config=SMALL_TILES,
-        )  # fmt: skip
+@pytest.mark.parametrize("rows, columns", [(1, 37), (64, 4096), (65, 33), (300, 100)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sum_rows(rng, rows, columns, dtype):
+    """The bias gradient's partial sums, summed over rows by their own kernel: against
+    float64, for one partial row (then exactly itself), ragged strips and several loop
+    steps; the input is left as it was."""
+    partials = jnp.asarray(rng.standard_normal((rows, columns)), jnp.float32)
+    before = np.asarray(partials).copy()
+    total = kernels.sum_rows(partials, dtype, interpret=True)
+    assert total.shape == (columns,) and total.dtype == jnp.dtype(dtype)
+    expected = testing.to_float64(partials).sum(axis=0)
+    assert testing.relative_error(total, expected) <= testing.tolerance(dtype, terms=rows)
+    if rows == 1:
+        np.testing.assert_array_equal(np.asarray(total), before[0].astype(dtype))
+    np.testing.assert_array_equal(np.asarray(partials), before)
 
 
 def test_declines_float64():
@@ -275,8 +244,7 @@ def test_default_config_serves_all_sizes():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_lowers_for_cuda(rng, variant, hidden, save_fp8):
     """Forward (with the fp8 store, plain or scaled: one tile or swept rows) and backward
-    become Triton custom calls for CUDA; with a bias, the backward updates its arrival
-    counters in place (``_sum_partials_if_last``) and no other kernel sums its partials."""
+    become Triton custom calls for CUDA, and with a bias a third sums its partials."""
     y, bias, weights, g = make(rng, 37, hidden, jnp.bfloat16, *VARIANTS[variant])
     opts = OPTIONS["gpt_oss"]
 
@@ -288,6 +256,6 @@ def test_lowers_for_cuda(rng, variant, hidden, save_fp8):
 
     text = exported_text(forward_and_backward, y, bias, weights, g, platform="cuda")
     has_bias = bias is not None
-    assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2
+    assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2 + has_bias
     assert 'name = "swiglu_forward_triton"' in text and 'name = "swiglu_backward_triton"' in text
-    assert ("output_operand_aliases" in text) == has_bias
+    assert ('name = "swiglu_sum_rows_triton"' in text) == has_bias

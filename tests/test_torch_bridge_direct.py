@@ -67,33 +67,24 @@ def expected_arrays(direction, rows, hidden, dtype, variant, store):
         grid = (1, row_blocks, 1) if scaled else grid  # whole rows per program
     else:
         inputs += scaled
-        counters = [((hidden_blocks,), "int32")] if bias else []
-        inputs += counters
         outputs = [((rows, 2 * hidden), dtype)]
-        outputs += [((2 * hidden,), bias), ((row_blocks, 2 * hidden), "float32")] if bias else []
-        outputs += counters
+        outputs += [((row_blocks, 2 * hidden), "float32")] if bias else []
         outputs += [((rows, hidden_blocks), "float32")] if weights else []
     return tuple(inputs), tuple(outputs), grid, config.num_warps
 
 
-def pointer_arguments(ttir: str) -> tuple[set[int], set[int], set[int]]:
-    """Which kernel arguments the TTIR loads from, stores to and updates atomically,
-    following each pointer from ``%argK`` (or its ``tt.splat``) through ``tt.addptr``."""
-    base = {f"%arg{k}": int(k) for k in re.findall(r"%arg(\d+)", ttir)}
+def pointer_arguments(ttir: str) -> tuple[set[int], set[int]]:
+    """Which kernel arguments the TTIR loads from and which it stores to, following each
+    pointer from ``tt.splat %argK`` through ``tt.addptr`` to ``tt.load``/``tt.store``."""
+    base = {}
     for name, arg in re.findall(r"(%\w+) = tt\.splat %arg(\d+) ", ttir):
         base[name] = int(arg)
     for name, source in re.findall(r"(%\w+) = tt\.addptr (%\w+),", ttir):
         if source in base:
             base[name] = base[source]
-    found = [
-        {base[p] for p in re.findall(pattern, ttir) if p in base}
-        for pattern in (
-            r"= tt\.load (%\w+)",
-            r"tt\.store (%\w+),",
-            r"tt\.atomic_rmw \w+, \w+, \w+, (%\w+)",
-        )
-    ]
-    return tuple(found)
+    loads = {base[p] for p in re.findall(r"= tt\.load (%\w+)", ttir) if p in base}
+    stores = {base[p] for p in re.findall(r"tt\.store (%\w+),", ttir) if p in base}
+    return loads, stores
 
 
 STORES = ("none", "cast", "scaled")
@@ -119,13 +110,9 @@ def test_ir_follows_the_calling_convention(direction, dtype, variant, store, hid
     assert (kernel.operands, kernel.results) == (inputs, outputs)
     assert kernel.grid == grid and kernel.num_warps == num_warps
     assert kernel.alignment == 32
-    loads, stores, atomics = pointer_arguments(kernel.ttir)
+    loads, stores = pointer_arguments(kernel.ttir)
     assert stores == set(range(len(inputs), len(inputs) + len(outputs)))
-    # The bias backward's counters: counted in the aliased result, never loaded.
-    counted = {len(inputs) + result for result, _ in kernel.aliases}
-    assert kernel.aliases == (((3, len(inputs) - 1),) if counted else ())
-    assert atomics == counted
-    assert loads >= set(range(len(inputs) - len(counted)))
+    assert loads >= set(range(len(inputs)))
 
 
 @pytest.mark.parametrize("direction", ["forward", "backward"])
@@ -321,9 +308,8 @@ class InterpretLauncher:
     """Stands in for ``_direct.Launcher`` on the CPU: runs the same Pallas kernel in
     interpret mode on the inputs in launch order, checks that they are the kernel's
     operands in that order, and hands back its raw outputs (partial sums included) in
-    the arrays the kernel IR declares, those aliased to an operand written into it.
-    ``weighted``: whether the operands after ``y`` (and ``bias``) start with the weights
-    (both they and the row scales are ``(N, 1)``)."""
+    the arrays the kernel IR declares. ``weighted``: whether the operands after ``y`` (and
+    ``bias``) start with the weights (both they and the row scales are ``(N, 1)``)."""
 
     launched = False
 
@@ -339,12 +325,15 @@ class InterpretLauncher:
             jnp.asarray(x.float().numpy()).astype(dtype)
             for x, (_, dtype) in zip(inputs, ir.operands, strict=True)
         ]
+        if "sum_rows" in ir.name:  # the bias gradient's partial sums
+            ((_, dtype),) = ir.results
+            total = kernels.sum_rows(arrays[0], jnp.dtype(dtype), interpret=True)
+            return [torch.tensor(np.asarray(total.astype(jnp.float32))).to(getattr(torch, dtype))]
         args = list(arrays)
         rows, two_h = ir.operands[1 if "backward" in ir.name else 0][0]
         g = args.pop(0) if "backward" in ir.name else None
         y = args.pop(0).reshape(rows, 2, two_h // 2)
         bias = args.pop(0).reshape(2, -1) if args and args[0].ndim == 1 else None
-        arrivals = args.pop() if g is not None and bias is not None else None  # counters
         weights = args.pop(0) if self.weighted else None
         y_scale = args.pop(0) if args else None
         captured, real = {}, pl.pallas_call
@@ -369,7 +358,7 @@ class InterpretLauncher:
                     rows, two_h // 2, g.dtype, reduces_rows=bias is not None, compiler="triton"
                 )
                 static = dict(dy_dtype=g.dtype, y_scale=y_scale, interpret=True, config=config)
-                kernels.backward_kernel(g, y, bias, weights, self.opts, arrivals=arrivals, **static)
+                kernels.backward_partials(g, y, bias, weights, self.opts, **static)
         finally:
             pl.pallas_call = real
         for launched, operand in zip(arrays, captured["operands"], strict=True):
@@ -379,8 +368,6 @@ class InterpretLauncher:
             assert out.shape == shape and out.dtype == jnp.dtype(dtype)
             values = torch.tensor(np.asarray(out.astype(jnp.float32)))
             outs.append(values.to(getattr(torch, dtype)))  # exact: float32 holds every value
-        for result, operand in ir.aliases:  # updated in place, as on the GPU
-            outs[result] = inputs[operand].copy_(outs[result])
         return outs
 
 
@@ -395,8 +382,6 @@ def test_end_to_end_on_the_cpu(monkeypatch, variant, store):
     opts = GPT_OSS
     monkeypatch.setattr(_direct, "_launchers", {})
     monkeypatch.setattr(_direct, "_capability", lambda device: 90)
-    monkeypatch.setattr(_direct, "_current_stream", lambda index: 0)
-    monkeypatch.setattr(_direct, "_counters", {})
     weighted = VARIANTS[variant][1] is not None
     monkeypatch.setattr(
         _direct, "Launcher", lambda ir, device: InterpretLauncher(ir, device, opts, weighted)
@@ -452,37 +437,26 @@ def test_direct_launch_takes_the_upstream_reducing_tile(dtype):
     tall, wide, warps = kernels.REDUCING_TILE
     args = (1000, 1408, dtype, dtype, dtype, None, Options())
     upstream = triton_ir.backward_ir(*args, compiler="triton")
-    assert upstream.results[2] == ((-(-1000 // tall), 2 * 1408), "float32")
+    assert upstream.results[1] == ((-(-1000 // tall), 2 * 1408), "float32")
     assert upstream.grid == (-(-1408 // wide), -(-1000 // tall), 1)
     assert upstream.num_warps == warps
     xla = triton_ir.backward_ir(*args)
     if dtype == "bfloat16":
         tall, wide, warps = kernels.XLA_16BIT_REDUCING_TILE
-    assert xla.results[2] == ((-(-1000 // tall), 2 * 1408), "float32")
+    assert xla.results[1] == ((-(-1000 // tall), 2 * 1408), "float32")
     assert xla.num_warps == warps
     with pytest.raises(ValueError, match="compiler"):
         kernels.default_config(8, 8, "bfloat16", compiler="nvcc")
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-def test_bias_gradient_is_summed_in_the_same_launch(dtype):
-    """The bias backward completes its gradient in one launch: every program's threads
-    meet at a barrier after storing their partial sums, then one thread counts the
-    program's arrival (acquire-release, GPU scope); the last program's loads of all the
-    partial sums wait at the barrier that shares the count. Checked in the IR and in the
-    PTX of the direct launch's compilation for sm_90."""
-    kernel = triton_ir.backward_ir(
-        1000, 1408, dtype, dtype, dtype, None, Options(), compiler="triton"
-    )
-    ttir = kernel.ttir
-    assert ttir.count("tt.atomic_rmw") == 1 and "tt.atomic_rmw add, acq_rel, gpu" in ttir
-    atomic = ttir.index("tt.atomic_rmw")
-    assert ttir.rfind("gpu.barrier", 0, atomic) > ttir.rfind("tt.store", 0, atomic)
-    ptx = _direct.compile_kernel(kernel, 90).asm["ptx"]
-    lines = [line.strip() for line in ptx.splitlines()]
-    (atom,) = [i for i, line in enumerate(lines) if "atom.global.gpu.acq_rel.add" in line]
-    memory = re.compile(r"\b(bar\.sync|st\.global|ld\.global)")
-    before = [m[1] for m in map(memory.search, lines[:atom]) if m]
-    assert before[-1] == "bar.sync" and "st.global" in before  # stores, barrier, count
-    after = [m[1] for m in map(memory.search, lines[atom + 1 :]) if m]
-    assert after[0] == "bar.sync" and "ld.global" in after  # count, barrier, loads
+@pytest.mark.parametrize("rows, columns", [(1, 10), (64, 4096), (65, 37)])
+def test_bias_partial_sums_have_their_own_kernel(rows, columns):
+    """The bias gradient's partials ``(row blocks, 2H)`` are summed by one Triton kernel
+    (the JAX path's too), one program a strip of columns, alone in its lowering; it
+    compiles for sm_90."""
+    kernel_ir = triton_ir.sum_rows_ir(rows, columns, "bfloat16")
+    assert kernel_ir.name == "swiglu_sum_rows_triton"
+    assert kernel_ir.operands == (((rows, columns), "float32"),)
+    assert kernel_ir.results == (((columns,), "bfloat16"),)
+    assert kernel_ir.grid == (-(-columns // kernels.SUM_COLUMNS), 1, 1)
+    _direct.compile_kernel(kernel_ir, 90)

@@ -156,8 +156,7 @@ def _current_stream(index: int) -> int:
 
 class Launcher:
     """One compiled kernel loaded on one GPU: ``launcher(*inputs)`` allocates the outputs
-    with torch (an output aliased to an operand is that operand's tensor, updated in
-    place), launches on the current stream and returns them."""
+    with torch, launches on the current stream and returns them."""
 
     def __init__(self, kernel_ir, device: torch.device):
         self.kernel_ir, self.device, self.index = kernel_ir, device, device.index
@@ -165,7 +164,6 @@ class Launcher:
             self.compiled = compile_kernel(kernel_ir, _capability(device))
             self.run = self.compiled[kernel_ir.grid]  # loads the module on this GPU
         self.outputs = tuple((shape, getattr(torch, dtype)) for shape, dtype in kernel_ir.results)
-        self.aliases = dict(kernel_ir.aliases)  # result index -> operand index
         self.alignment = kernel_ir.alignment
         self.launched = False  # see _run
 
@@ -177,10 +175,7 @@ class Launcher:
                 x = x.clone()  # the caching allocator's blocks are aligned
             args.append(x)
         outs = [
-            args[self.aliases[i]]
-            if i in self.aliases
-            else torch.empty(shape, dtype=dtype, device=self.device)
-            for i, (shape, dtype) in enumerate(self.outputs)
+            torch.empty(shape, dtype=dtype, device=self.device) for shape, dtype in self.outputs
         ]
         if torch.cuda.current_device() != self.index:
             with torch.cuda.device(self.index):
@@ -350,35 +345,41 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset, y_scale=Non
     launcher = _launcher(key, y.device, make_ir)
     if launcher is None:
         return None
-    inputs = [g, y, bias, weights, y_scale]
-    if bias is not None:  # the kernel's arrival counters: one per hidden block
-        ((blocks,), _) = launcher.kernel_ir.operands[-1]
-        inputs.append(_arrival_counters(y.device, blocks))
+    summing = None
+    if bias is not None:  # its partial sums have as many rows as the kernel's row blocks
+        partial_rows = launcher.kernel_ir.results[1][0][0]
+        summing = _sum_rows_launcher(partial_rows, 2 * hidden, bias.dtype, y.device)
+        if summing is None:
+            return None
+    inputs = (g, y, bias, weights, y_scale)
     outs = _run(key, launcher, *(x for x in inputs if x is not None))
     if outs is None:
         return None
     dy = outs.pop(0)
-    dbias = absent()
-    if bias is not None:
-        dbias = outs.pop(0)
-        del outs[:2]  # the partial sums and the counters
+    if bias is None:
+        dbias = absent()
+    else:
+        summed = _run(*summing, outs.pop(0))
+        if summed is None:
+            return None
+        dbias = summed[0]
     dweights = absent() if weights is None else _sum_weights(outs.pop(0), weights.dtype)
     return dy, dbias, dweights
 
 
-_counters: dict[tuple, torch.Tensor] = {}
+def _sum_rows_launcher(rows: int, columns: int, dtype, device) -> tuple | None:
+    """``(key, launcher)`` of the kernel that sums the bias gradient's float32 partial
+    sums ``(rows, columns)`` into ``columns`` values of ``dtype``, the one the JAX path
+    runs; ``None`` where the direct path declines it."""
+    key = ("sum_rows", rows, columns, dtype, device)
 
+    def make_ir():
+        from swiglu_jax.kernels import triton_ir
 
-def _arrival_counters(device: torch.device, blocks: int) -> torch.Tensor:
-    """The bias backward's arrival counters (``kernels.backward_kernel``) for launches on
-    the current stream of ``device``: int32 zeros, made once and kept, as every launch
-    leaves them zero again. One set per stream: launches on one stream never overlap,
-    launches on two may."""
-    key = (device.index, _current_stream(device.index), blocks)
-    counters = _counters.get(key)
-    if counters is None:
-        counters = _counters[key] = torch.zeros(blocks, dtype=torch.int32, device=device)
-    return counters
+        return triton_ir.sum_rows_ir(rows, columns, _name(dtype))
+
+    launcher = _launcher(key, device, make_ir)
+    return None if launcher is None else (key, launcher)
 
 
 def _sum_weights(partials: torch.Tensor, dtype) -> torch.Tensor:

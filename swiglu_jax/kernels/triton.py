@@ -261,15 +261,13 @@ def _forward_kernel(
 
 
 def _backward_kernel(
-    *refs, opts: Options, tile, has_bias: bool, has_weights: bool, has_scale: bool, barrier: bool
+    *refs, opts: Options, tile, has_bias: bool, has_weights: bool, has_scale: bool
 ):
-    """Refs: ``g, y, [bias], [weights], [y_scale], [arrivals]``, then ``dy, [dbias, dbias
-    partials, arrivals], [dweights partials]``. ``barrier``: synchronise the program's
-    threads before counting its arrival (not in interpret mode, which has no threads)."""
+    """Refs: ``g, y, [bias], [weights], [y_scale]``, then ``dy, [dbias partials],
+    [dweights partials]``."""
     take = _taker(refs)
     g_ref, y_ref, bias_ref, weights_ref = take(), take(), take(has_bias), take(has_weights)
     scale_ref = take(has_scale)
-    take(has_bias)  # the arrival counters as they came in: the aliased output is used
     tile = _Tile(*tile)
     g = tile.load(g_ref).astype(jnp.float32)
     a, b = (x.astype(jnp.float32) for x in tile.load_halves(y_ref))
@@ -284,12 +282,11 @@ def _backward_kernel(
     tile.store_halves(take(), da, db)
     # Partial reductions of this tile; terms outside the array must not count.
     if has_bias:
-        dbias_ref, partials_ref, arrivals_ref = take(), take(), take()  # partials: (row blocks, 2H)
+        dbias_ref = take()  # (row blocks, 2H)
         row = pl.ds(tile.i, 1)
         for cols, d in ((tile.cols, da), (tile.linear_cols, db)):
             partial = jnp.sum(jnp.where(tile.mask, d, 0.0), axis=0)[None, :]
-            pltriton.store(partials_ref.at[row, cols], partial, mask=tile.col_ok[None, :])
-        _sum_partials_if_last(tile, partials_ref, dbias_ref, arrivals_ref, barrier=barrier)
+            pltriton.store(dbias_ref.at[row, cols], partial, mask=tile.col_ok[None, :])
     if has_weights:
         dweights_ref = take()  # (N, hidden blocks)
         partial = jnp.sum(jnp.where(tile.mask, h * g, 0.0), axis=1)[:, None]
@@ -298,44 +295,6 @@ def _backward_kernel(
             partial,
             mask=tile.row_ok[:, None],
         )
-
-
-def _sum_partials_if_last(tile: _Tile, partials_ref, dbias_ref, arrivals_ref, *, barrier):
-    """The bias gradient of the tile's hidden block, from the float32 partial sums of all
-    its row blocks, in the program that stores the last of them: each program counts its
-    arrival in ``arrivals_ref[j]`` (int32, zero before the launch) once its partial sums are
-    stored, and the one that arrives last sums them, a block of rows at a time in a fixed
-    order (deterministic, whichever program it is), then zeroes the counter again.
-
-    The count is an acquire-release atomic at GPU scope; the barrier before it orders
-    every thread's stores before it (the atomic is one thread's), and the barrier
-    Triton puts after a scalar atomic (to share its result) orders the last program's
-    loads after it, as in CUTLASS's serial split-K."""
-    rows, _, bn, _ = tile.geometry
-    row_blocks = pl.cdiv(rows, bn)
-    if barrier:
-        pltriton.debug_barrier()
-    arrived = pltriton.atomic_add(arrivals_ref, (tile.j,), jnp.int32(1))
-
-    @pl.when(arrived == row_blocks - 1)
-    def _():
-        for cols in (tile.cols, tile.linear_cols):
-            total = _column_sums(partials_ref, cols, tile.col_ok, row_blocks, bn)
-            pltriton.store(dbias_ref.at[cols], total.astype(dbias_ref.dtype), mask=tile.col_ok)
-        arrivals_ref[tile.j] = jnp.int32(0)
-
-
-def _column_sums(ref, cols, col_ok, rows: int, step: int):
-    """``ref[:rows, cols].sum(axis=0)`` in float32, ``step`` rows at a time, in order."""
-
-    def add(k, total):
-        row_ok = (k * step + jax.lax.iota(jnp.int32, step)) < rows
-        mask = row_ok[:, None] & col_ok[None, :]
-        block = pltriton.load(ref.at[pl.ds(k * step, step), cols], mask=mask)
-        return total + jnp.sum(jnp.where(mask, block, 0.0), axis=0)
-
-    zeros = jnp.zeros(col_ok.shape, jnp.float32)
-    return jax.lax.fori_loop(0, pl.cdiv(rows, step), add, zeros)
 
 
 def forward(
@@ -397,36 +356,23 @@ def backward(
 ):
     """Returns ``(dy, dbias, dweights)`` (``kernels/__init__.py``); ``y`` may be the fp8
     copy, scaled by the ``(N, 1)`` float32 ``y_scale`` where given."""
-    dy, dbias, dweights = backward_kernel(
+    dy, dbias, dweights = backward_partials(
         g, y, bias, weights, opts, dy_dtype=dy_dtype, y_scale=y_scale, interpret=interpret,
         config=config,
     )  # fmt: skip
-    if weights is not None and y.shape[0]:  # for zero rows, the gradient came final
+    if bias is not None and y.shape[0]:  # for zero rows, the gradients came final
+        dbias = sum_rows(dbias, bias.dtype, interpret=interpret).reshape(bias.shape)
+    if weights is not None and y.shape[0]:
         dweights = dweights.sum(axis=1, keepdims=True).astype(weights.dtype)
     return dy, dbias, dweights
 
 
-def backward_kernel(
-    g,
-    y,
-    bias,
-    weights,
-    opts: Options,
-    *,
-    dy_dtype,
-    y_scale=None,
-    arrivals=None,
-    interpret=False,
-    config=None,
+def backward_partials(
+    g, y, bias, weights, opts: Options, *, dy_dtype, y_scale=None, interpret=False, config=None
 ):
-    """The backward kernel alone: ``(dy, dbias, dweights partials)``, the last in float32,
-    ``(N, hidden blocks)`` (``None`` where absent; for zero rows, the final ``dweights``).
-
-    The bias gradient comes complete from the same launch (``_sum_partials_if_last``):
-    the kernel counts arrivals in ``arrivals``, int32 zeros, one per hidden block of
-    ``config``, and leaves them zero again; where not given, zeros are made here (XLA sets
-    them before the launch). A caller that keeps its own counters (the
-    direct launch) must not share them between launches that may run at the same time."""
+    """The backward kernel alone: ``(dy, dbias partials, dweights partials)``, the
+    partial sums in float32, ``(row blocks, 2H)`` and ``(N, hidden blocks)`` (``None``
+    where absent; for zero rows, the final ``dbias`` and ``dweights`` already)."""
     rows, _, hidden = y.shape
     config = config or default_config(rows, hidden, dy_dtype, reduces_rows=bias is not None)
     _check(config, g, y, bias, weights, y_scale)
@@ -439,27 +385,13 @@ def backward_kernel(
     bn, bh = config.block_rows, config.block_hidden
     row_blocks, col_blocks = pl.cdiv(rows, bn), pl.cdiv(hidden, bh)
     out_shapes = [jax.ShapeDtypeStruct((rows, 2 * hidden), dy_dtype)]
+    if bias is not None:
+        out_shapes.append(jax.ShapeDtypeStruct((row_blocks, 2 * hidden), jnp.float32))
+    if weights is not None:
+        out_shapes.append(jax.ShapeDtypeStruct((rows, col_blocks), jnp.float32))
     inputs = [g, y.reshape(rows, 2 * hidden)]
     inputs += [x.reshape(-1) for x in (bias,) if x is not None]
     inputs += [x for x in (weights, y_scale) if x is not None]
-    aliases = {}
-    if bias is not None:
-        if arrivals is None:
-            arrivals = jnp.zeros((col_blocks,), jnp.int32)
-        if arrivals.shape != (col_blocks,) or arrivals.dtype != jnp.int32:
-            raise ValueError(
-                f"arrivals must be int32 of shape {(col_blocks,)} (one counter per hidden "
-                f"block), got {arrivals.dtype} of shape {arrivals.shape}"
-            )
-        aliases = {len(inputs): 3}  # the counters, updated in place
-        inputs.append(arrivals)
-        out_shapes += [
-            jax.ShapeDtypeStruct((2 * hidden,), bias.dtype),
-            jax.ShapeDtypeStruct((row_blocks, 2 * hidden), jnp.float32),
-            jax.ShapeDtypeStruct((col_blocks,), jnp.int32),
-        ]
-    if weights is not None:
-        out_shapes.append(jax.ShapeDtypeStruct((rows, col_blocks), jnp.float32))
     kernel = functools.partial(
         _backward_kernel,
         opts=opts,
@@ -467,13 +399,11 @@ def backward_kernel(
         has_bias=bias is not None,
         has_weights=weights is not None,
         has_scale=y_scale is not None,
-        barrier=not interpret,
     )
     outs = pl.pallas_call(
         kernel,
         out_shape=out_shapes,
         grid=_grid(rows, hidden, bn, bh),
-        input_output_aliases=aliases,
         compiler_params=_compiler_params(config),
         interpret=interpret,
         name="swiglu_backward_triton",
@@ -481,12 +411,49 @@ def backward_kernel(
     )(*inputs)
     outs = list(outs)
     dy = outs.pop(0).reshape(y.shape)
-    dbias = None
-    if bias is not None:
-        dbias = outs.pop(0).reshape(bias.shape)
-        del outs[:2]  # the partial sums and the counters
+    dbias = outs.pop(0) if bias is not None else None
     dweights = outs.pop(0) if weights is not None else None
     return dy, dbias, dweights
+
+
+# The bias gradient's partial sums, (row blocks, 2H) float32, are summed by a kernel of
+# their own, one launch that also casts, on the JAX path and on torch_bridge's direct
+# launch alike (which had torch's sum and cast: two launches). Each program sums a strip
+# of SUM_COLUMNS columns (128-byte rows of float32), SUM_ROWS rows at a time, in a fixed
+# order: deterministic.
+SUM_COLUMNS = 32
+SUM_ROWS = 64
+
+
+def _sum_rows_kernel(partials_ref, out_ref, *, rows: int, columns: int):
+    j = pl.program_id(0)
+    cols = pl.ds(j * SUM_COLUMNS, SUM_COLUMNS)
+    col_ok = (j * SUM_COLUMNS + jax.lax.iota(jnp.int32, SUM_COLUMNS)) < columns
+
+    def add(k, total):
+        row_ok = (k * SUM_ROWS + jax.lax.iota(jnp.int32, SUM_ROWS)) < rows
+        mask = row_ok[:, None] & col_ok[None, :]
+        block = pltriton.load(partials_ref.at[pl.ds(k * SUM_ROWS, SUM_ROWS), cols], mask=mask)
+        return total + jnp.sum(jnp.where(mask, block, 0.0), axis=0)
+
+    total = jax.lax.fori_loop(
+        0, pl.cdiv(rows, SUM_ROWS), add, jnp.zeros((SUM_COLUMNS,), jnp.float32)
+    )
+    pltriton.store(out_ref.at[cols], total.astype(out_ref.dtype), mask=col_ok)
+
+
+def sum_rows(partials, dtype, *, interpret=False):
+    """``partials.sum(axis=0).astype(dtype)`` for float32 ``(R, C)`` partial sums (the
+    bias gradient's), by one Triton kernel, in a fixed order."""
+    rows, columns = partials.shape
+    return pl.pallas_call(
+        functools.partial(_sum_rows_kernel, rows=rows, columns=columns),
+        out_shape=jax.ShapeDtypeStruct((columns,), dtype),
+        grid=(pl.cdiv(columns, SUM_COLUMNS),),
+        compiler_params=pltriton.CompilerParams(num_warps=4, num_stages=1),
+        interpret=interpret,
+        name="swiglu_sum_rows_triton",
+    )(partials)
 
 
 def _cost(inputs, out_shapes, elements: int) -> pl.CostEstimate:

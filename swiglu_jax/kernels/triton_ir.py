@@ -57,7 +57,6 @@ ELEMENT_TYPES = {
     "f16": "float16",
     "f32": "float32",
     "f8E4M3FN": "float8_e4m3fn",
-    "i32": "int32",  # the bias backward's arrival counters
 }
 
 
@@ -73,8 +72,6 @@ class KernelIR:
       operands, results: ``(shape, dtype name)`` of each input and each output array, in
         argument order (inputs first).
       alignment: the byte alignment the kernel assumes of every pointer.
-      aliases: ``(result, operand)`` index pairs: the result is the operand, updated in
-        place (the launcher passes the operand's buffer for it).
     """
 
     name: str
@@ -85,7 +82,6 @@ class KernelIR:
     operands: tuple[tuple[tuple[int, ...], str], ...]
     results: tuple[tuple[tuple[int, ...], str], ...]
     alignment: int
-    aliases: tuple[tuple[int, int], ...] = ()
 
 
 def _spec(shape, dtype):
@@ -145,36 +141,41 @@ def backward_ir(
     """The backward kernel for ``g`` ``(rows, hidden)`` (whose dtype ``dy`` takes) and the
     forward's inputs (``y`` possibly the float8_e4m3fn copy, with the scaled store's row
     scales ``y_scale`` ``(rows, 1)``, float32 from the forward). Operands: ``g``, ``y`` as
-    ``(rows, 2H)``, ``bias`` as ``(2H,)``, ``weights``, ``y_scale``, and with ``bias`` its
-    arrival counters, int32 ``(hidden blocks,)``, zero before the launch and after it;
-    results: ``dy`` ``(rows, 2H)``, then with ``bias`` its gradient ``(2H,)`` (complete:
-    ``kernels.backward_kernel``), its float32 partial sums ``(row blocks, 2H)`` (scratch)
-    and the counters (aliased: ``KernelIR.aliases``), then with ``weights`` their float32
-    partial sums ``(rows, hidden blocks)``, which the caller sums over axis 1 and casts to
-    the dtype of ``weights``. ``compiler``: who compiles the IR (``kernels.COMPILERS``;
-    ``"triton"`` for a launcher that compiles it with the ``triton`` package), for the
-    block config. Raises as :func:`forward_ir`."""
-    has_bias = bias_dtype is not None
+    ``(rows, 2H)``, ``bias`` as ``(2H,)``, ``weights``, ``y_scale``; results: ``dy``
+    ``(rows, 2H)``, then with ``bias`` its float32 partial sums ``(row blocks, 2H)`` and
+    with ``weights`` theirs ``(rows, hidden blocks)``, which the caller reduces: the
+    bias's with :func:`sum_rows_ir`'s kernel, the weights' (sum over axis 1) itself, then
+    casts to the dtype of ``weights``. ``compiler``: who compiles the IR
+    (``kernels.COMPILERS``; ``"triton"`` for a launcher that compiles it with the
+    ``triton`` package), for the block config. Raises as :func:`forward_ir`."""
     config = kernels.default_config(
-        rows, hidden, jnp.dtype(g_dtype), reduces_rows=has_bias, compiler=compiler
+        rows, hidden, jnp.dtype(g_dtype), reduces_rows=bias_dtype is not None, compiler=compiler
     )
 
-    def backward(g, y, bias, weights, y_scale, arrivals):
-        return kernels.backward_kernel(
-            g, y, bias, weights, opts, dy_dtype=g.dtype, y_scale=y_scale, arrivals=arrivals,
-            config=config,
-        )  # fmt: skip
+    def backward(g, y, bias, weights, y_scale):
+        return kernels.backward_partials(
+            g, y, bias, weights, opts, dy_dtype=g.dtype, y_scale=y_scale, config=config
+        )
 
-    blocks = -(-hidden // config.block_hidden)
     specs = (
         _spec((rows, hidden), g_dtype),
         _spec((rows, 2, hidden), y_dtype),
         _spec((2, hidden), bias_dtype),
         _spec((rows, 1), weights_dtype),
         _spec((rows, 1), y_scale_dtype),
-        _spec((blocks,), "int32" if has_bias else None),
     )
     return _lower(backward, specs, alone=True)
+
+
+@functools.lru_cache(maxsize=256)
+def sum_rows_ir(rows: int, columns: int, dtype: str) -> KernelIR:
+    """The kernel that sums float32 partial sums ``(rows, columns)`` over rows into
+    ``(columns,)`` of ``dtype`` (:func:`swiglu_jax.kernels.triton.sum_rows`: the bias
+    gradient from :func:`backward_ir`'s partials, as the JAX path sums them)."""
+    if dtype not in ELEMENT_TYPES.values():
+        raise NotImplementedError(f"the Triton kernels do not compute {dtype}")
+    summed = functools.partial(kernels.sum_rows, dtype=jnp.dtype(dtype))
+    return _lower(summed, (_spec((rows, columns), "float32"),), alone=True)
 
 
 def _lower(fn, specs, *, alone: bool = False) -> KernelIR:
@@ -257,17 +258,4 @@ def _kernel_ir(call) -> KernelIR:
         operands=tuple(_array(v) for v in call.operands),
         results=tuple(_array(v) for v in call.results),
         alignment=max(alignments, default=1),
-        aliases=_aliases(call),
     )
-
-
-def _aliases(call) -> tuple[tuple[int, int], ...]:
-    """The custom call's ``output_operand_aliases`` as ``(result, operand)`` pairs (parsed
-    from the attribute's text: it has no Python binding)."""
-    if "output_operand_aliases" not in call.attributes:
-        return ()
-    text = str(call.attributes["output_operand_aliases"])
-    pairs = re.findall(r"output_tuple_indices = \[(\d+)\], operand_index = (\d+)", text)
-    if text.count("operand_index") != len(pairs):
-        raise NotImplementedError(f"unexpected output_operand_aliases: {text}")
-    return tuple((int(result), int(operand)) for result, operand in pairs)
