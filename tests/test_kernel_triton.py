@@ -225,6 +225,10 @@ def test_default_config_serves_all_sizes():
             assert tile <= max(kernels.TILE_ELEMENTS, kernels.MAX_BLOCK_HIDDEN)
             assert config.block_rows == 1 or tile <= kernels.TILE_ELEMENTS
             assert config.block_hidden <= max(hidden * 2, 1)
+            # At most ELEMENTS_PER_THREAD a thread where 4 to 16 warps allow it.
+            assert 4 <= config.num_warps <= 16
+            per_thread = tile // (32 * config.num_warps)
+            assert per_thread <= kernels.ELEMENTS_PER_THREAD or config.num_warps == 16
             reducing = kernels.default_config(rows, hidden, jnp.bfloat16, reduces_rows=True)
             # Tall tiles when rows are reduced: few float32 partial rows per output row.
             tall, _, warps = kernels.XLA_16BIT_REDUCING_TILE  # bfloat16, compiled by XLA
