@@ -39,6 +39,7 @@ from swiglu_jax.reference import swiglu_reference
 
 BIAS_SIZES = [(4096, 2048), (4096, 4096), (8192, 4096), (8192, 14336), (16384, 8192)]
 WIDE_SIZES = [(4096, 4096), (8192, 11008), (8192, 14336), (16384, 8192)]
+WARPS_SIZES = [(8192, 14336), (16384, 8192)]
 WIDE_TILES = [(1, 4096, 16), (1, 2048, 8), (2, 1024, 8), (1, 1024, 4)]
 DTYPES = ["bfloat16", "float32"]
 
@@ -132,6 +133,32 @@ def wide_candidates(out_dir, op, rows, hidden, dtype):
     return found
 
 
+def warps_candidates(op, rows, hidden, dtype):
+    """The 1 x 4096 tile at 8 and 16 warps for the ops whose change was mixed."""
+    opts = Options()
+    y3 = lambda y: y.reshape(rows, 2, hidden)
+    dt = jnp.dtype(dtype)
+
+    def ours(config):
+        if op == "fp8_fwd":
+            return _jax(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8=True,
+                                                  config=config)[:2])  # fmt: skip
+        if op == "weighted_bwd":
+            return _jax(lambda g, y, w: kernels.backward(g, y3(y), None, w, opts, dy_dtype=dt,
+                                                         config=config)[::2])  # fmt: skip
+        return _jax(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8=False,
+                                              config=config)[0])  # fmt: skip
+
+    # Each twice, alternating: the spread between the two runs of one is the noise.
+    return {
+        f"ours 1x4096 w{w}{' again' * again}": functools.partial(
+            ours, BlockConfig(1, 4096, num_warps=w)
+        )
+        for again in (False, True)
+        for w in (8, 16)
+    }
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -147,6 +174,10 @@ def main():
         "bias": ("bias_bwd", BIAS_SIZES, bias_candidates),
         "wide": ("fwd", WIDE_SIZES, functools.partial(wide_candidates, args.out, "fwd")),
         "widebwd": ("bwd", WIDE_SIZES, functools.partial(wide_candidates, args.out, "bwd")),
+        **{
+            f"warps_{op}": (op, WARPS_SIZES, functools.partial(warps_candidates, op))
+            for op in ("fwd", "fp8_fwd", "weighted_bwd")
+        },
     }
     for part in args.parts.split(","):
         op, sizes, candidates = parts[part]
@@ -160,7 +191,11 @@ def main():
                 y = torch.randn(rows, 2 * hidden, dtype=torch_dtype, device="cuda", generator=gen)
                 g = torch.randn(rows, hidden, dtype=torch_dtype, device="cuda", generator=gen)
                 bias = torch.randn(2 * hidden, dtype=torch_dtype, device="cuda", generator=gen)
-                inputs.append({"fwd": (y,), "bwd": (g, y), "bias_bwd": (g, y, bias)}[op])
+                weights = torch.rand(rows, 1, device="cuda", generator=gen)
+                inputs.append(
+                    {"fwd": (y,), "fp8_fwd": (y,), "bwd": (g, y), "bias_bwd": (g, y, bias),
+                     "weighted_bwd": (g, y, weights)}[op]
+                )  # fmt: skip
             print(f"== {part} {rows}x{2 * hidden} {dtype}", flush=True)
             for name, make in candidates(rows, hidden, dtype).items():
                 try:
