@@ -120,9 +120,10 @@ def test_sweep_config():
     """The scaled store's forward: default tiles where a row fits one, else one row a
     program, 4096 or 8192 columns (whichever pads less, ties to the wider) and 8 warps
     per byte of the input."""
-    assert kernels.sweep_config(64, 4096, jnp.bfloat16) == kernels.default_config(
-        64, 4096, jnp.bfloat16
-    )
+    for dtype in (jnp.bfloat16, jnp.float32):
+        assert kernels.sweep_config(64, 4096, dtype) == kernels.default_config(
+            64, 4096, dtype, stores_fp8=True
+        )
     for hidden, block in ((5000, 8192), (11008, 4096), (14336, 8192), (28672, 4096)):
         for dtype, warps in ((jnp.bfloat16, 16), (jnp.float16, 16), (jnp.float32, 32)):
             config = kernels.sweep_config(8192, hidden, dtype)
@@ -225,10 +226,17 @@ def test_default_config_serves_all_sizes():
             assert tile <= max(kernels.TILE_ELEMENTS, kernels.MAX_BLOCK_HIDDEN)
             assert config.block_rows == 1 or tile <= kernels.TILE_ELEMENTS
             assert config.block_hidden <= max(hidden * 2, 1)
-            # At most ELEMENTS_PER_THREAD a thread where 4 to 16 warps allow it.
-            assert 4 <= config.num_warps <= 16
-            per_thread = tile // (32 * config.num_warps)
-            assert per_thread <= kernels.ELEMENTS_PER_THREAD or config.num_warps == 16
+            # ELEMENTS_PER_THREAD a thread where 4 to 16 warps allow it, FEWER_WARPS times
+            # more where the kernel sums the tile's rows or stores float32's fp8 copy.
+            for dtype, flags, per_thread in (
+                (jnp.bfloat16, {}, kernels.ELEMENTS_PER_THREAD),
+                (jnp.bfloat16, {"stores_fp8": True}, kernels.ELEMENTS_PER_THREAD),
+                (jnp.float32, {"stores_fp8": True}, 2 * kernels.ELEMENTS_PER_THREAD),
+                (jnp.float32, {"sums_rows_of_tile": True}, 2 * kernels.ELEMENTS_PER_THREAD),
+            ):
+                warps = kernels.default_config(rows, hidden, dtype, **flags).num_warps
+                assert 4 <= warps <= 16
+                assert tile // (32 * warps) == per_thread or warps in (4, 16), (flags, tile)
             reducing = kernels.default_config(rows, hidden, jnp.bfloat16, reduces_rows=True)
             # Tall tiles when rows are reduced: few float32 partial rows per output row.
             tall, _, warps = kernels.XLA_16BIT_REDUCING_TILE  # bfloat16, compiled by XLA

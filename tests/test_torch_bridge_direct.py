@@ -49,8 +49,15 @@ def expected_arrays(direction, rows, hidden, dtype, variant, store):
     if direction == "forward" and store == "scaled":  # whole rows a program
         config = kernels.sweep_config(rows, hidden, dtype)
     else:
-        reduces_rows = direction == "backward" and bias is not None
-        config = kernels.default_config(rows, hidden, dtype, reduces_rows=reduces_rows)
+        backward = direction == "backward"
+        config = kernels.default_config(
+            rows,
+            hidden,
+            dtype,
+            reduces_rows=backward and bias is not None,
+            sums_rows_of_tile=backward and weights is not None,
+            stores_fp8=not backward and store != "none",
+        )
     row_blocks = -(-rows // config.block_rows)
     hidden_blocks = -(-hidden // config.block_hidden)
     fp8 = store != "none"
@@ -355,7 +362,12 @@ class InterpretLauncher:
             else:
                 # The direct launch's block config: the reducing tile for upstream triton.
                 config = kernels.default_config(
-                    rows, two_h // 2, g.dtype, reduces_rows=bias is not None, compiler="triton"
+                    rows,
+                    two_h // 2,
+                    g.dtype,
+                    reduces_rows=bias is not None,
+                    sums_rows_of_tile=weights is not None,
+                    compiler="triton",
                 )
                 static = dict(dy_dtype=g.dtype, y_scale=y_scale, interpret=True, config=config)
                 kernels.backward_partials(g, y, bias, weights, self.opts, **static)

@@ -43,9 +43,13 @@ KERNEL_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.floa
 TILE_ELEMENTS = 2048
 MAX_BLOCK_HIDDEN = 4096
 # Warps to give each thread 8 elements of the tile (one 16-byte load of a 16-bit half,
-# two of float32), 4 to 16: 1 x 4096 tiles of 16 warps read 1.0-1.3% more of the copy
-# bandwidth than of 8 in the float32 forward and 0.2-1.0% more in bf16 (H100, session 7).
+# two of float32), 4 to 16. Measured with 1 x 4096 tiles, 8 against 16 warps, side by
+# side (PERF_NOTES.md, session 7): 8 a thread is 0.7-1.3 points of copy bandwidth ahead
+# in the plain forward (H100, H200) and 6-9 ahead in the 16-bit forward with the fp8
+# store (H200); 16 a thread is 2.4 ahead in the 16-bit weighted backward, whose row sums
+# cross every warp of the tile, and 6 ahead in the float32 forward with the fp8 store.
 ELEMENTS_PER_THREAD = 8
+FEWER_WARPS = 2  # elements a thread times this, for the two exceptions above
 # With a fused row reduction (the bias gradient) every tile writes one float32 partial
 # row per hidden column, so tiles are tall: 32 rows keep those partials to 4 / (32 * 2) =
 # 6% of the bfloat16 gradient's bytes (8-row tiles made them 25%, 77% of copy bandwidth
@@ -60,11 +64,20 @@ XLA_16BIT_REDUCING_TILE = (64, 128, 8)
 
 
 def default_config(
-    rows: int, hidden: int, dtype, *, reduces_rows: bool = False, compiler: str = "xla"
+    rows: int,
+    hidden: int,
+    dtype,
+    *,
+    reduces_rows: bool = False,
+    sums_rows_of_tile: bool = False,
+    stores_fp8: bool = False,
+    compiler: str = "xla",
 ) -> BlockConfig:
     """Tiles of ``TILE_ELEMENTS`` outputs (one row of up to ``MAX_BLOCK_HIDDEN`` where
     ``H`` is wider), as wide as the hidden size allows, ``ELEMENTS_PER_THREAD`` a thread
-    (at least 4 warps); or,
+    (at least 4 warps; ``FEWER_WARPS`` times fewer where the kernel sums each row of the
+    tile, the weights gradient: ``sums_rows_of_tile``, or stores the fp8 copy of float32
+    inputs: ``stores_fp8``); or,
     when the kernel also reduces over rows, ``REDUCING_TILE`` (``XLA_16BIT_REDUCING_TILE``
     for a 16-bit ``dtype`` compiled by XLA). ``compiler``: one of ``COMPILERS``.
 
@@ -83,7 +96,10 @@ def default_config(
     # One tile shape serves every dtype otherwise: the output tile bounds the registers.
     block_hidden = min(next_power_of_2(hidden), MAX_BLOCK_HIDDEN)
     block_rows = min(next_power_of_2(max(rows, 1)), max(1, TILE_ELEMENTS // block_hidden))
-    num_warps = min(16, max(4, block_rows * block_hidden // (32 * ELEMENTS_PER_THREAD)))
+    per_thread = ELEMENTS_PER_THREAD
+    if sums_rows_of_tile or (stores_fp8 and jnp.dtype(dtype).itemsize == 4):
+        per_thread *= FEWER_WARPS
+    num_warps = min(16, max(4, block_rows * block_hidden // (32 * per_thread)))
     return BlockConfig(block_rows, block_hidden, num_warps=num_warps)
 
 
@@ -100,7 +116,7 @@ def sweep_config(rows: int, hidden: int, dtype) -> BlockConfig:
     """The scaled store's forward tiles where a row spans several of ``default_config``'s:
     one row a program, ``SWEEP_BLOCK_HIDDEN`` columns, 8 warps per byte of ``dtype``."""
     if hidden <= MAX_BLOCK_HIDDEN:
-        return default_config(rows, hidden, dtype)
+        return default_config(rows, hidden, dtype, stores_fp8=True)
     block_hidden = min(SWEEP_BLOCK_HIDDEN, key=lambda bh: pl.cdiv(hidden, bh) * bh)
     return BlockConfig(1, block_hidden, num_warps=8 * jnp.dtype(dtype).itemsize)
 
@@ -309,7 +325,9 @@ def forward(
     scales are computed in the kernel unless ``y_scale`` gives them."""
     rows, _, hidden = y.shape
     sweeps_rows = save_fp8 == "scaled" and y_scale is None
-    config = config or (sweep_config if sweeps_rows else default_config)(rows, hidden, y.dtype)
+    if config is None and sweeps_rows:
+        config = sweep_config(rows, hidden, y.dtype)
+    config = config or default_config(rows, hidden, y.dtype, stores_fp8=bool(save_fp8))
     _check(config, y, bias, weights, y_scale)
     if save_fp8:
         _check(config, jax.ShapeDtypeStruct(y.shape, FP8_DTYPE))
@@ -379,7 +397,9 @@ def backward_partials(
     partial sums in float32, ``(row blocks, 2H)`` and ``(N, hidden blocks)`` (``None``
     where absent; for zero rows, the final ``dbias`` and ``dweights`` already)."""
     rows, _, hidden = y.shape
-    config = config or default_config(rows, hidden, dy_dtype, reduces_rows=bias is not None)
+    config = config or default_config(
+        rows, hidden, dy_dtype, reduces_rows=bias is not None, sums_rows_of_tile=weights is not None
+    )
     _check(config, g, y, bias, weights, y_scale)
     if rows == 0:
         return (

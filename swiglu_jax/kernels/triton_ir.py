@@ -149,7 +149,12 @@ def backward_ir(
     (``kernels.COMPILERS``; ``"triton"`` for a launcher that compiles it with the
     ``triton`` package), for the block config. Raises as :func:`forward_ir`."""
     config = kernels.default_config(
-        rows, hidden, jnp.dtype(g_dtype), reduces_rows=bias_dtype is not None, compiler=compiler
+        rows,
+        hidden,
+        jnp.dtype(g_dtype),
+        reduces_rows=bias_dtype is not None,
+        sums_rows_of_tile=weights_dtype is not None,
+        compiler=compiler,
     )
 
     def backward(g, y, bias, weights, y_scale):
