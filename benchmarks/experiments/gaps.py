@@ -146,6 +146,9 @@ def warps_candidates(op, rows, hidden, dtype):
         if op == "weighted_bwd":
             return _jax(lambda g, y, w: kernels.backward(g, y3(y), None, w, opts, dy_dtype=dt,
                                                          config=config)[::2])  # fmt: skip
+        if op == "bwd":
+            return _jax(lambda g, y: kernels.backward(g, y3(y), None, None, opts, dy_dtype=dt,
+                                                      config=config)[0])  # fmt: skip
         return _jax(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8=False,
                                               config=config)[0])  # fmt: skip
 
@@ -176,7 +179,7 @@ def main():
         "widebwd": ("bwd", WIDE_SIZES, functools.partial(wide_candidates, args.out, "bwd")),
         **{
             f"warps_{op}": (op, WARPS_SIZES, functools.partial(warps_candidates, op))
-            for op in ("fwd", "fp8_fwd", "weighted_bwd")
+            for op in ("fwd", "bwd", "fp8_fwd", "weighted_bwd")
         },
     }
     for part in args.parts.split(","):
