@@ -226,17 +226,18 @@ def test_default_config_serves_all_sizes():
             assert tile <= max(kernels.TILE_ELEMENTS, kernels.MAX_BLOCK_HIDDEN)
             assert config.block_rows == 1 or tile <= kernels.TILE_ELEMENTS
             assert config.block_hidden <= max(hidden * 2, 1)
-            # ELEMENTS_PER_THREAD a thread where 4 to 16 warps allow it, FEWER_WARPS times
-            # more where the kernel sums the tile's rows or stores float32's fp8 copy.
-            for dtype, flags, per_thread in (
-                (jnp.bfloat16, {}, kernels.ELEMENTS_PER_THREAD),
-                (jnp.bfloat16, {"stores_fp8": True}, kernels.ELEMENTS_PER_THREAD),
-                (jnp.float32, {"stores_fp8": True}, 2 * kernels.ELEMENTS_PER_THREAD),
-                (jnp.float32, {"sums_rows_of_tile": True}, 2 * kernels.ELEMENTS_PER_THREAD),
+            # ELEMENTS_PER_THREAD a thread where 4 warps to the most allow it: fewer in
+            # the backward and where the forward stores float32's fp8 copy.
+            for dtype, flags, most in (
+                (jnp.bfloat16, {}, kernels.MAX_WARPS),
+                (jnp.bfloat16, {"stores_fp8": True}, kernels.MAX_WARPS),
+                (jnp.float32, {"stores_fp8": True}, kernels.MAX_WARPS_BACKWARD),
+                (jnp.float32, {"backward": True}, kernels.MAX_WARPS_BACKWARD),
             ):
                 warps = kernels.default_config(rows, hidden, dtype, **flags).num_warps
-                assert 4 <= warps <= 16
-                assert tile // (32 * warps) == per_thread or warps in (4, 16), (flags, tile)
+                assert 4 <= warps <= most
+                per_thread = tile // (32 * warps)
+                assert per_thread == kernels.ELEMENTS_PER_THREAD or warps in (4, most)
             reducing = kernels.default_config(rows, hidden, jnp.bfloat16, reduces_rows=True)
             # Tall tiles when rows are reduced: few float32 partial rows per output row.
             tall, _, warps = kernels.XLA_16BIT_REDUCING_TILE  # bfloat16, compiled by XLA

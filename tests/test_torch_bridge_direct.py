@@ -55,7 +55,7 @@ def expected_arrays(direction, rows, hidden, dtype, variant, store):
             hidden,
             dtype,
             reduces_rows=backward and bias is not None,
-            sums_rows_of_tile=backward and weights is not None,
+            backward=backward,
             stores_fp8=not backward and store != "none",
         )
     row_blocks = -(-rows // config.block_rows)
@@ -366,7 +366,7 @@ class InterpretLauncher:
                     two_h // 2,
                     g.dtype,
                     reduces_rows=bias is not None,
-                    sums_rows_of_tile=weights is not None,
+                    backward=True,
                     compiler="triton",
                 )
                 static = dict(dy_dtype=g.dtype, y_scale=y_scale, interpret=True, config=config)

@@ -43,13 +43,16 @@ KERNEL_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.floa
 TILE_ELEMENTS = 2048
 MAX_BLOCK_HIDDEN = 4096
 # Warps to give each thread 8 elements of the tile (one 16-byte load of a 16-bit half,
-# two of float32), 4 to 16. Measured with 1 x 4096 tiles, 8 against 16 warps, side by
-# side (PERF_NOTES.md, session 7): 8 a thread is 0.7-1.3 points of copy bandwidth ahead
-# in the plain forward (H100, H200) and 6-9 ahead in the 16-bit forward with the fp8
-# store (H200); 16 a thread is 2.4 ahead in the 16-bit weighted backward, whose row sums
-# cross every warp of the tile, and 6 ahead in the float32 forward with the fp8 store.
+# two of float32), from 4 up to 16, or up to 8 (16 elements a thread in 1 x 4096 tiles)
+# in the backward and in the float32 forward with the fp8 store. Measured with 1 x 4096
+# tiles, 8 against 16 warps, side by side (PERF_NOTES.md, session 7): 16 warps are
+# 0.6-1.3 points of copy bandwidth ahead in the plain forward (H100 and H200) and 6-9
+# ahead in the 16-bit forward with the fp8 store (H200); 8 warps are 0.4-1.1 ahead in
+# the backward on the H200 (the H100: within 0.4 either way at LLM sizes), 2.4 in the
+# 16-bit weighted backward, and 6 in the float32 forward with the fp8 store.
 ELEMENTS_PER_THREAD = 8
-FEWER_WARPS = 2  # elements a thread times this, for the two exceptions above
+MAX_WARPS = 16
+MAX_WARPS_BACKWARD = 8  # and the float32 forward with the fp8 store
 # With a fused row reduction (the bias gradient) every tile writes one float32 partial
 # row per hidden column, so tiles are tall: 32 rows keep those partials to 4 / (32 * 2) =
 # 6% of the bfloat16 gradient's bytes (8-row tiles made them 25%, 77% of copy bandwidth
@@ -69,15 +72,14 @@ def default_config(
     dtype,
     *,
     reduces_rows: bool = False,
-    sums_rows_of_tile: bool = False,
+    backward: bool = False,
     stores_fp8: bool = False,
     compiler: str = "xla",
 ) -> BlockConfig:
     """Tiles of ``TILE_ELEMENTS`` outputs (one row of up to ``MAX_BLOCK_HIDDEN`` where
     ``H`` is wider), as wide as the hidden size allows, ``ELEMENTS_PER_THREAD`` a thread
-    (at least 4 warps; ``FEWER_WARPS`` times fewer where the kernel sums each row of the
-    tile, the weights gradient: ``sums_rows_of_tile``, or stores the fp8 copy of float32
-    inputs: ``stores_fp8``); or,
+    from 4 to ``MAX_WARPS`` warps (``MAX_WARPS_BACKWARD`` for the ``backward`` kernel, and
+    for the forward that ``stores_fp8`` of float32 inputs); or,
     when the kernel also reduces over rows, ``REDUCING_TILE`` (``XLA_16BIT_REDUCING_TILE``
     for a 16-bit ``dtype`` compiled by XLA). ``compiler``: one of ``COMPILERS``.
 
@@ -96,10 +98,9 @@ def default_config(
     # One tile shape serves every dtype otherwise: the output tile bounds the registers.
     block_hidden = min(next_power_of_2(hidden), MAX_BLOCK_HIDDEN)
     block_rows = min(next_power_of_2(max(rows, 1)), max(1, TILE_ELEMENTS // block_hidden))
-    per_thread = ELEMENTS_PER_THREAD
-    if sums_rows_of_tile or (stores_fp8 and jnp.dtype(dtype).itemsize == 4):
-        per_thread *= FEWER_WARPS
-    num_warps = min(16, max(4, block_rows * block_hidden // (32 * per_thread)))
+    fewer = backward or (stores_fp8 and jnp.dtype(dtype).itemsize == 4)
+    most = MAX_WARPS_BACKWARD if fewer else MAX_WARPS
+    num_warps = min(most, max(4, block_rows * block_hidden // (32 * ELEMENTS_PER_THREAD)))
     return BlockConfig(block_rows, block_hidden, num_warps=num_warps)
 
 
@@ -398,7 +399,7 @@ def backward_partials(
     where absent; for zero rows, the final ``dbias`` and ``dweights`` already)."""
     rows, _, hidden = y.shape
     config = config or default_config(
-        rows, hidden, dy_dtype, reduces_rows=bias is not None, sums_rows_of_tile=weights is not None
+        rows, hidden, dy_dtype, reduces_rows=bias is not None, backward=True
     )
     _check(config, g, y, bias, weights, y_scale)
     if rows == 0:

@@ -153,7 +153,7 @@ def backward_ir(
         hidden,
         jnp.dtype(g_dtype),
         reduces_rows=bias_dtype is not None,
-        sums_rows_of_tile=weights_dtype is not None,
+        backward=True,
         compiler=compiler,
     )
 
