@@ -40,6 +40,7 @@ from swiglu_jax.reference import swiglu_reference
 BIAS_SIZES = [(4096, 2048), (4096, 4096), (8192, 4096), (8192, 14336), (16384, 8192)]
 WIDE_SIZES = [(4096, 4096), (8192, 11008), (8192, 14336), (16384, 8192)]
 WARPS_SIZES = [(8192, 14336), (16384, 8192)]
+SMALL_TILES = [(1, 2048, 4), (1, 2048, 16), (2, 2048, 16), (1, 1024, 4), (1, 1024, 8), (2, 1024, 8)]
 WIDE_TILES = [(1, 4096, 16), (1, 2048, 8), (2, 1024, 8), (1, 1024, 4)]
 DTYPES = ["bfloat16", "float32"]
 
@@ -162,6 +163,32 @@ def warps_candidates(op, rows, hidden, dtype):
     }
 
 
+def small_candidates(op, rows, hidden, dtype):
+    """4096 tokens: our tiles against XLA's fusion, the one peer still ahead there once
+    inputs rotate through 4x the L2 (``--l2-times 4``)."""
+    found = {k: v for k, v in wide_candidates(".", op, rows, hidden, dtype).items() if k == "xla"}
+    ours = _ours_tile(op, rows, hidden, dtype)
+    found["ours"] = lambda: ours(None)
+    for bn, bh, w in SMALL_TILES:
+        found[f"ours {bn}x{bh} w{w}"] = functools.partial(ours, BlockConfig(bn, bh, num_warps=w))
+    return found
+
+
+def _ours_tile(op, rows, hidden, dtype):
+    opts = Options()
+    y3 = lambda y: y.reshape(rows, 2, hidden)
+    dt = jnp.dtype(dtype)
+
+    def ours(config):
+        if op == "fwd":
+            return _jax(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8=False,
+                                                  config=config)[0])  # fmt: skip
+        return _jax(lambda g, y: kernels.backward(g, y3(y), None, None, opts, dy_dtype=dt,
+                                                  config=config)[0])  # fmt: skip
+
+    return ours
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -170,13 +197,18 @@ def main():
     parser.add_argument("--parts", default="bias,wide,widebwd")
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--l2-times", type=int, default=1, help="rotate inputs through more")
+    parser.add_argument("--dtypes", default=",".join(DTYPES))
     args = parser.parse_args()
+    bench.L2_BYTES *= args.l2_times
     bandwidth = bench.copy_bandwidth()
     print(f"copy bandwidth {bandwidth / 1e9:.0f} GB/s ({torch.cuda.get_device_name()})")
     parts = {
         "bias": ("bias_bwd", BIAS_SIZES, bias_candidates),
         "wide": ("fwd", WIDE_SIZES, functools.partial(wide_candidates, args.out, "fwd")),
         "widebwd": ("bwd", WIDE_SIZES, functools.partial(wide_candidates, args.out, "bwd")),
+        "small": ("fwd", [(4096, 2048)], functools.partial(small_candidates, "fwd")),
+        "smallbwd": ("bwd", [(4096, 2048)], functools.partial(small_candidates, "bwd")),
         **{
             f"warps_{op}": (op, WARPS_SIZES, functools.partial(warps_candidates, op))
             for op in ("fwd", "bwd", "fp8_fwd", "weighted_bwd")
@@ -184,7 +216,7 @@ def main():
     }
     for part in args.parts.split(","):
         op, sizes, candidates = parts[part]
-        for (rows, hidden), dtype in [(s, d) for s in sizes for d in DTYPES]:
+        for (rows, hidden), dtype in [(s, d) for s in sizes for d in args.dtypes.split(",")]:
             torch_dtype = getattr(torch, dtype)
             floor = bench.minimum_bytes(op, rows, hidden, torch_dtype.itemsize)
             sets = max(2, math.ceil(2 * bench.L2_BYTES / floor))
