@@ -66,7 +66,12 @@ SIZES = {
         (32768, 14336),
     ],
 }
-L2_BYTES = 64 * 2**20  # at least this much is cycled through between reuses of an input
+L2_BYTES = 64 * 2**20  # at least the GPU's L2 (50 MiB on H100 and H200)
+# Bytes of inputs cycled through between two reuses of one input set. Twice the L2 let
+# some inputs survive in L2 for some allocations: Liger at 4096 x 4096 bf16 read 95.7%
+# of copy bandwidth right after torch.compile's candidate and 91.5% alone (H100, session
+# 7); with four times, 91.6% in both orders, like every Triton kernel there.
+ROTATION_BYTES = 8 * L2_BYTES
 # Device time measured over at least this much kernel time (more calls for small sizes,
 # hundreds for a 13 us kernel): it steadies the smallest sizes, though 20 calls and 380
 # agreed within 0.5% on an H200 (benchmarks/PERF_NOTES.md).
@@ -457,7 +462,7 @@ def run(
             itemsize = jnp.dtype(dtype).itemsize
             for op in ops:
                 floor_bytes = minimum_bytes(op, rows, hidden, itemsize)
-                sets = max(2, math.ceil(2 * L2_BYTES / max(floor_bytes, 1)))
+                sets = max(2, math.ceil(ROTATION_BYTES / max(floor_bytes, 1)))
                 for cand in chosen:
                     done += 1
                     record = {

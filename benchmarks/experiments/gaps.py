@@ -165,7 +165,7 @@ def warps_candidates(op, rows, hidden, dtype):
 
 def small_candidates(op, rows, hidden, dtype):
     """4096 tokens: our tiles against XLA's fusion, the one peer still ahead there once
-    inputs rotate through 4x the L2 (``--l2-times 4``)."""
+    inputs rotate through the bench's ``ROTATION_BYTES`` (4x what it was before session 7)."""
     found = {k: v for k, v in wide_candidates(".", op, rows, hidden, dtype).items() if k == "xla"}
     ours = _ours_tile(op, rows, hidden, dtype)
     found["ours"] = lambda: ours(None)
@@ -200,7 +200,7 @@ def main():
     parser.add_argument("--l2-times", type=int, default=1, help="rotate inputs through more")
     parser.add_argument("--dtypes", default=",".join(DTYPES))
     args = parser.parse_args()
-    bench.L2_BYTES *= args.l2_times
+    bench.ROTATION_BYTES *= args.l2_times
     bandwidth = bench.copy_bandwidth()
     print(f"copy bandwidth {bandwidth / 1e9:.0f} GB/s ({torch.cuda.get_device_name()})")
     parts = {
@@ -219,7 +219,7 @@ def main():
         for (rows, hidden), dtype in [(s, d) for s in sizes for d in args.dtypes.split(",")]:
             torch_dtype = getattr(torch, dtype)
             floor = bench.minimum_bytes(op, rows, hidden, torch_dtype.itemsize)
-            sets = max(2, math.ceil(2 * bench.L2_BYTES / floor))
+            sets = max(2, math.ceil(bench.ROTATION_BYTES / floor))
             gen = torch.Generator(device="cuda").manual_seed(0)
             inputs = []
             for _ in range(sets):

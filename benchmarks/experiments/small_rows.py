@@ -310,7 +310,7 @@ def main():
         torch_dtype = getattr(torch, dtype)
         for direction in args.directions.split(","):
             floor = bench.minimum_bytes(direction, rows, hidden, torch_dtype.itemsize)
-            sets = max(2, math.ceil(2 * bench.L2_BYTES / floor))
+            sets = max(2, math.ceil(bench.ROTATION_BYTES / floor))
             gen = torch.Generator(device="cuda").manual_seed(0)
             inputs = []
             for _ in range(sets):
