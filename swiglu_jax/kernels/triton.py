@@ -1,14 +1,17 @@
 """The Triton-lowered Pallas kernels for GPUs (Ampere and newer).
 
-Grid ``(row blocks, hidden blocks)``; each program computes a ``(block_rows,
+Grid ``(hidden blocks, row blocks)`` (``_grid``); each program computes a ``(block_rows,
 block_hidden)`` tile of the output from the matching gate and linear tiles of ``y``,
 addressed in the ``(N, 2H)`` view with explicit masks at the ragged edges. (Blocked
 ``(bn, 2, bh)`` refs indexed ``[:, 0, :]`` lowered wrongly for ragged ``H`` on an H100
 with jax 0.11.2, so every access here is an explicit masked 2-D load or store.)
 
 The backward writes, besides ``dy``, per-tile partial sums for the bias gradient
-(``(row blocks, 2, H)`` in float32) and the weights gradient (``(N, hidden blocks)``),
-which a small XLA reduction finishes: the full ``(N, 2H)`` gradient is read only once.
+(``(row blocks, 2H)`` in float32), which a second Triton kernel sums in a fixed order
+(``sum_rows``), and for the weights gradient (``(N, hidden blocks)``), which a small XLA
+reduction finishes: the full ``(N, 2H)`` gradient is read only once. (Summing the bias's
+partial sums in the backward's own launch, in the last program of each hidden block to
+arrive, was slower at every size: PERF_NOTES.md, session 7.)
 
 The scaled fp8 store (``save_fp8="scaled"``) needs each row's maximum before it
 quantizes any of it, so its forward gives each program whole rows: grid ``(1, row
