@@ -1,18 +1,23 @@
 """Experiment: where issue 4's remaining gaps come from (session 7).
 
-    PYTHONPATH=. python3 benchmarks/experiments/gaps.py [--parts bias,wide] [--out DIR]
+    PYTHONPATH=. python3 benchmarks/experiments/gaps.py [--parts bias,wide,...] [--out DIR]
 
-1. ``bias``: the bias backward's anatomy on the JAX path (XLA's compilation). At 4096 x
-   4096 bf16 it reads 79% of copy bandwidth where the plain backward, with the same
-   traffic, reads 94%. Timed side by side, each with the time of each kernel: the plain
-   backward with its own tile and with the reducing tiles (is it the tile?), the backward
-   kernel alone (is it the second kernel?), and the whole op.
-2. ``wide``: the wide-row forward, where XLA's fusion (bf16) and ``torch.compile`` (fp32)
-   read 102.5-103% against our 100%: ours with other tiles, the peers, a hand-written
-   flat kernel like inductor's, and inductor's generated source (written to ``--out``).
+Parts (``--parts``, comma-separated):
 
-Device time per kernel from the profiler, inputs rotated beyond L2, each call's output
-kept until the next (``small_rows.kernel_seconds``).
+- ``bias``: the bias backward's anatomy on the JAX path: the plain backward with its own
+  tile and with the reducing tiles, the bias kernel alone, the whole op, the direct
+  launch. Outcome (H100, 4096 x 4096 bf16): 94.1 / 91.5 / 83.5 / 78.9 / 73% of copy.
+- ``wide``, ``widebwd``: wide rows against XLA's fusion and ``torch.compile`` (whose
+  generated source goes to ``--out``), our tile at several shapes and warps. Outcome:
+  8 elements a thread in the forward (1 x 4096 with 16 warps), +1 point in float32.
+- ``warps_fwd``, ``warps_bwd``, ``warps_fp8_fwd``, ``warps_weighted_bwd``: 1 x 4096 with
+  8 against 16 warps, each twice, alternating. Outcome: op-dependent (PERF_NOTES.md).
+- ``small``, ``smallbwd``: 4096 tokens, our tiles against XLA's fusion. Outcome: 4
+  elements a thread there reach XLA (not applied yet).
+
+Device time per kernel from the profiler, inputs rotated through the benchmark's
+``ROTATION_BYTES`` (times ``--l2-times``), each call's output kept until the next
+(``small_rows.kernel_seconds``).
 """
 
 from __future__ import annotations
@@ -111,18 +116,8 @@ def compiled_fwd(out_dir, rows, hidden, dtype):
 
 
 def wide_candidates(out_dir, op, rows, hidden, dtype):
-    opts = Options()
-    y3 = lambda y: y.reshape(rows, 2, hidden)
-    dt = jnp.dtype(dtype)
-
-    def ours(config=None):
-        if op == "fwd":
-            return _jax(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8=False,
-                                                  config=config)[0])  # fmt: skip
-        return _jax(lambda g, y: kernels.backward(g, y3(y), None, None, opts, dy_dtype=dt,
-                                                  config=config)[0])  # fmt: skip
-
-    found = {"ours": ours}
+    ours = _ours(op, rows, hidden, dtype)
+    found = {"ours": lambda: ours(None)}
     for bn, bh, w in WIDE_TILES:
         found[f"ours {bn}x{bh} w{w}"] = functools.partial(ours, BlockConfig(bn, bh, num_warps=w))
     if op == "fwd":
@@ -135,25 +130,9 @@ def wide_candidates(out_dir, op, rows, hidden, dtype):
 
 
 def warps_candidates(op, rows, hidden, dtype):
-    """The 1 x 4096 tile at 8 and 16 warps for the ops whose change was mixed."""
-    opts = Options()
-    y3 = lambda y: y.reshape(rows, 2, hidden)
-    dt = jnp.dtype(dtype)
-
-    def ours(config):
-        if op == "fp8_fwd":
-            return _jax(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8=True,
-                                                  config=config)[:2])  # fmt: skip
-        if op == "weighted_bwd":
-            return _jax(lambda g, y, w: kernels.backward(g, y3(y), None, w, opts, dy_dtype=dt,
-                                                         config=config)[::2])  # fmt: skip
-        if op == "bwd":
-            return _jax(lambda g, y: kernels.backward(g, y3(y), None, None, opts, dy_dtype=dt,
-                                                      config=config)[0])  # fmt: skip
-        return _jax(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8=False,
-                                              config=config)[0])  # fmt: skip
-
-    # Each twice, alternating: the spread between the two runs of one is the noise.
+    """The 1 x 4096 tile at 8 and 16 warps, each twice, alternating: the spread between
+    the two runs of one is the noise."""
+    ours = _ours(op, rows, hidden, dtype)
     return {
         f"ours 1x4096 w{w}{' again' * again}": functools.partial(
             ours, BlockConfig(1, 4096, num_warps=w)
@@ -165,26 +144,32 @@ def warps_candidates(op, rows, hidden, dtype):
 
 def small_candidates(op, rows, hidden, dtype):
     """4096 tokens: our tiles against XLA's fusion, the one peer still ahead there once
-    inputs rotate through the bench's ``ROTATION_BYTES`` (4x what it was before session 7)."""
-    found = {k: v for k, v in wide_candidates(".", op, rows, hidden, dtype).items() if k == "xla"}
-    ours = _ours_tile(op, rows, hidden, dtype)
+    inputs rotate through the bench's ``ROTATION_BYTES``."""
+    ours = _ours(op, rows, hidden, dtype)
+    found = {"xla": wide_candidates(".", op, rows, hidden, dtype)["xla"]}
     found["ours"] = lambda: ours(None)
     for bn, bh, w in SMALL_TILES:
         found[f"ours {bn}x{bh} w{w}"] = functools.partial(ours, BlockConfig(bn, bh, num_warps=w))
     return found
 
 
-def _ours_tile(op, rows, hidden, dtype):
+def _ours(op, rows, hidden, dtype):
+    """``ours(config)``: our kernel for ``op`` with that block config (``None``: the
+    default), on the JAX path."""
     opts = Options()
     y3 = lambda y: y.reshape(rows, 2, hidden)
     dt = jnp.dtype(dtype)
 
     def ours(config):
-        if op == "fwd":
-            return _jax(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8=False,
-                                                  config=config)[0])  # fmt: skip
-        return _jax(lambda g, y: kernels.backward(g, y3(y), None, None, opts, dy_dtype=dt,
-                                                  config=config)[0])  # fmt: skip
+        if op in ("fwd", "fp8_fwd"):
+            store, keep = (True, slice(0, 2)) if op == "fp8_fwd" else (False, 0)
+            return _jax(lambda y: kernels.forward(
+                y3(y), None, None, opts, save_fp8=store, config=config)[keep])  # fmt: skip
+        if op == "weighted_bwd":
+            return _jax(lambda g, y, w: kernels.backward(
+                g, y3(y), None, w, opts, dy_dtype=dt, config=config)[::2])  # fmt: skip
+        return _jax(lambda g, y: kernels.backward(
+            g, y3(y), None, None, opts, dy_dtype=dt, config=config)[0])  # fmt: skip
 
     return ours
 
