@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 import os
 import pathlib
 import sys
@@ -34,7 +33,7 @@ import jax.numpy as jnp
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from small_rows import kernel_seconds
+from small_rows import input_sets, kernel_seconds
 
 from swiglu_jax import bench
 from swiglu_jax._options import Options
@@ -204,18 +203,7 @@ def main():
         for (rows, hidden), dtype in [(s, d) for s in sizes for d in args.dtypes.split(",")]:
             torch_dtype = getattr(torch, dtype)
             floor = bench.minimum_bytes(op, rows, hidden, torch_dtype.itemsize)
-            sets = max(2, math.ceil(bench.ROTATION_BYTES / floor))
-            gen = torch.Generator(device="cuda").manual_seed(0)
-            inputs = []
-            for _ in range(sets):
-                y = torch.randn(rows, 2 * hidden, dtype=torch_dtype, device="cuda", generator=gen)
-                g = torch.randn(rows, hidden, dtype=torch_dtype, device="cuda", generator=gen)
-                bias = torch.randn(2 * hidden, dtype=torch_dtype, device="cuda", generator=gen)
-                weights = torch.rand(rows, 1, device="cuda", generator=gen)
-                inputs.append(
-                    {"fwd": (y,), "fp8_fwd": (y,), "bwd": (g, y), "bias_bwd": (g, y, bias),
-                     "weighted_bwd": (g, y, weights)}[op]
-                )  # fmt: skip
+            inputs = input_sets(op, rows, hidden, torch_dtype, floor)
             print(f"== {part} {rows}x{2 * hidden} {dtype}", flush=True)
             for name, make in candidates(rows, hidden, dtype).items():
                 try:

@@ -243,6 +243,24 @@ def kernel_seconds(fn, inputs, iters, *, spaced=False):
     return sum(per_kernel.values()) * 1e-6, {k: round(v, 1) for k, v in per_kernel.items()}
 
 
+def input_sets(op, rows, hidden, dtype, floor_bytes, device="cuda") -> list[tuple]:
+    """Random inputs of ``op`` (``fwd``, ``fp8_fwd``, ``bwd``, ``bias_bwd`` or
+    ``weighted_bwd``), as many sets as cycle ``bench.ROTATION_BYTES`` through the GPU."""
+    sets = max(2, math.ceil(bench.ROTATION_BYTES / floor_bytes))
+    gen = torch.Generator(device=device).manual_seed(0)
+    found = []
+    for _ in range(sets):
+        y = torch.randn(rows, 2 * hidden, dtype=dtype, device=device, generator=gen)
+        g = torch.randn(rows, hidden, dtype=dtype, device=device, generator=gen)
+        bias = torch.randn(2 * hidden, dtype=dtype, device=device, generator=gen)
+        weights = torch.rand(rows, 1, device=device, generator=gen)
+        found.append(
+            {"fwd": (y,), "fp8_fwd": (y,), "bwd": (g, y), "bias_bwd": (g, y, bias),
+             "weighted_bwd": (g, y, weights)}[op]
+        )  # fmt: skip
+    return found
+
+
 def jax_bias_backward(rows, hidden, dtype, config):
     """The bias backward on the JAX path (XLA's compilation of the same Triton kernels),
     with ``config``, as a torch-callable: inputs through DLPack, outputs kept as JAX's."""
@@ -310,14 +328,7 @@ def main():
         torch_dtype = getattr(torch, dtype)
         for direction in args.directions.split(","):
             floor = bench.minimum_bytes(direction, rows, hidden, torch_dtype.itemsize)
-            sets = max(2, math.ceil(bench.ROTATION_BYTES / floor))
-            gen = torch.Generator(device="cuda").manual_seed(0)
-            inputs = []
-            for _ in range(sets):
-                y = torch.randn(rows, 2 * hidden, dtype=torch_dtype, device="cuda", generator=gen)
-                g = torch.randn(rows, hidden, dtype=torch_dtype, device="cuda", generator=gen)
-                bias = torch.randn(2 * hidden, dtype=torch_dtype, device="cuda", generator=gen)
-                inputs.append({"fwd": (y,), "bwd": (g, y), "bias_bwd": (g, y, bias)}[direction])
+            inputs = input_sets(direction, rows, hidden, torch_dtype, floor)
             print(f"== {direction} {rows}x{2 * hidden} {dtype}", flush=True)
             for name, make in candidates(direction, rows, hidden, dtype).items():
                 try:
