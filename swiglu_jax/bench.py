@@ -67,10 +67,11 @@ SIZES = {
     ],
 }
 L2_BYTES = 64 * 2**20  # at least the GPU's L2 (50 MiB on H100 and H200)
-# Bytes of inputs cycled through between two reuses of one input set. Twice the L2 let
-# some inputs survive in L2 for some allocations: Liger at 4096 x 4096 bf16 read 95.7%
-# of copy bandwidth right after torch.compile's candidate and 91.5% alone (H100, session
-# 7); with four times, 91.6% in both orders, like every Triton kernel there.
+# Bytes of inputs cycled through between two reuses of one input set. Twice L2_BYTES
+# (the rotation until session 7) let some inputs survive in L2 for some allocations:
+# Liger at 4096 x 4096 bf16 read 95.7% of copy bandwidth right after torch.compile's
+# candidate and 91.5% alone (H100); with four times that, this value, 91.6% in both
+# orders, like every Triton kernel there.
 ROTATION_BYTES = 8 * L2_BYTES
 # Device time measured over at least this much kernel time (more calls for small sizes,
 # hundreds for a 13 us kernel): it steadies the smallest sizes, though 20 calls and 380
