@@ -45,12 +45,15 @@ def to_float64(x) -> np.ndarray:
     return np.asarray(x).astype(np.float64)
 
 
-def relative_error(actual, expected) -> float:
-    """``||actual - expected|| / ||expected||`` in float64 (absolute if ``expected`` is 0)."""
+def relative_error(actual, expected, scale=None) -> float:
+    """``||actual - expected|| / ||scale||`` in float64, ``scale`` defaulting to
+    ``expected`` (absolute if the norm is 0). A sum's ``scale`` is the sum of its terms'
+    magnitudes (``swiglu_backward(..., magnitudes=True)``): float32 rounding in a sum is
+    relative to those, not to a sum that cancels to near zero."""
     actual, expected = to_float64(actual), to_float64(expected)
     if actual.shape != expected.shape:
         raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
-    scale = np.linalg.norm(expected)
+    scale = np.linalg.norm(expected if scale is None else to_float64(scale))
     error = np.linalg.norm(actual - expected)
     return float(error / scale) if scale > 0 else float(error)
 
@@ -183,12 +186,16 @@ def swiglu_backward(
     linear_offset=0.0,
     layout="split",
     fp8_input_store=False,
+    magnitudes=False,
 ) -> dict[str, np.ndarray]:
     """The gradients in float64: ``{"y", "bias", "weights"}`` (the last two when given).
 
     With ``fp8_input_store`` (``True`` or ``"scaled"``) the derivative is taken at
-    ``fp8_round(y, fp8_input_store, layout)``, as the ops do.
+    ``fp8_round(y, fp8_input_store, layout)``, as the ops do. With ``magnitudes`` the
+    bias and weights gradients sum their terms' magnitudes instead: the ``scale`` of
+    their ``relative_error``.
     """
+    term = np.abs if magnitudes else np.asarray
     precision = _sum_precision(y)
     if fp8_input_store:
         y = fp8_round(y, fp8_input_store, layout)
@@ -204,7 +211,7 @@ def swiglu_backward(
         swish = a * s
         grads = {}
         if weights is not None:
-            grads["weights"] = np.sum(swish * (b + linear_offset) * g, axis=-1, keepdims=True)
+            grads["weights"] = np.sum(term(swish * (b + linear_offset) * g), axis=-1, keepdims=True)
             g = g * to_float64(weights)
         da = g * (b + linear_offset) * (s + alpha * a * s * (1 - s))
         db = g * swish
@@ -216,5 +223,23 @@ def swiglu_backward(
         dy = np.concatenate([da, db], axis=-1)
     grads["y"] = dy
     if bias is not None:
-        grads["bias"] = dy.reshape(-1, *np.shape(bias)).sum(axis=0)
+        grads["bias"] = term(dy).reshape(-1, *np.shape(bias)).sum(axis=0)
     return grads
+
+
+def gradient_errors(grads, g, y, bias=None, weights=None, **options) -> dict[str, tuple]:
+    """``{name: (error, tolerance)}`` for each of ``grads`` ("y", "bias", "weights", as
+    NumPy-convertible arrays) against the float64 reference, ``options`` as
+    ``swiglu_backward`` takes them. Each error is relative to the reference rounded to
+    the gradient's dtype, a reduced gradient's to its terms' magnitudes; the tolerance
+    is the dtype's, or float32 rounding in a sum of ``gradient_terms`` terms."""
+    expected = swiglu_backward(g, y, bias, weights, **options)
+    scales = swiglu_backward(g, y, bias, weights, magnitudes=True, **options)
+    layout = options.get("layout", "split")
+    errors = {}
+    for name, grad in grads.items():
+        dtype = np.asarray(grad).dtype
+        error = relative_error(grad, round_to(expected[name], dtype), scales[name])
+        terms = gradient_terms(name, np.shape(y), layout)
+        errors[name] = (error, tolerance(dtype, terms=terms))
+    return errors

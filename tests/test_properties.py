@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import strategies
 from conftest import SEED, examples
-from helpers import INTERPRETED, apply_dict, check_forward_and_vjp, differentiable_args, make_inputs
+from helpers import (
+    INTERPRETED,
+    apply_dict,
+    check_forward_and_vjp,
+    differentiable_args,
+    make_inputs,
+    reference_options,
+)
 from hypothesis import given, seed
 from hypothesis import strategies as st
 
@@ -82,16 +89,23 @@ def test_layouts_agree(data_seed, variant, lead, hidden, dtype, options):
     if bias is not None:
         stacked["bias"] = bias.reshape(2, hidden)
 
+    g = jnp.asarray(rng.standard_normal((*lead, hidden)), dtype)
+
     def value_and_grads(args, layout):
         out, vjp = jax.vjp(lambda a: apply_dict(variant, a, layout=layout, **options), args)
-        g = jnp.asarray(np.random.default_rng(data_seed).standard_normal(out.shape), out.dtype)
         return out, vjp(g)[0]
 
     out_split, grads_split = value_and_grads(split, "split")
     out_stacked, grads_stacked = value_and_grads(stacked, "stacked")
     np.testing.assert_array_equal(out_split, out_stacked)
     np.testing.assert_array_equal(grads_split["y"], grads_stacked["y"].reshape(y.shape))
+    fp8 = options.get("fp8_input_store", False)
+    ref_opts = reference_options(options)
+    scales = testing.swiglu_backward(
+        g, y, bias, weights, fp8_input_store=fp8, magnitudes=True, **ref_opts
+    )
     for name, grad in grads_split.items():
-        error = testing.relative_error(grad, grads_stacked[name].reshape(grad.shape))
+        stacked_grad = grads_stacked[name].reshape(grad.shape)
+        error = testing.relative_error(grad, stacked_grad, scales[name])
         terms = testing.gradient_terms(name, y.shape)
         assert error <= testing.tolerance(jnp.float32, terms=terms), name
