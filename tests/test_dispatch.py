@@ -33,7 +33,7 @@ def test_implementations_agree_on_cpu(rng, implementation):
     # The loss and the bias gradient are float32 sums, ordered differently by a kernel's
     # per-block partials and by XLA: a sum's tolerance relative to its terms' magnitudes,
     # not bit equality.
-    ones = np.ones(y.shape[:-1] + (y.shape[-1] // 2,))
+    ones = np.ones((*y.shape[:-1], y.shape[-1] // 2))
     scales = (
         np.abs(testing.swiglu_forward(y, bias)).sum(),
         None,

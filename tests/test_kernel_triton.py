@@ -122,8 +122,9 @@ def test_sweep_config():
     per byte of the input."""
     for dtype in (jnp.bfloat16, jnp.float32):
         assert kernels.sweep_config(64, 4096, dtype) == kernels.default_config(
-            64, 4096, dtype, stores_fp8=True
+            64, 4096, dtype, stores_fp8=True, whole_rows=True
         )
+        assert kernels.sweep_config(64, 4096, dtype).block_hidden == 4096
     for hidden, block in ((5000, 8192), (11008, 4096), (14336, 8192), (28672, 4096)):
         for dtype, warps in ((jnp.bfloat16, 16), (jnp.float16, 16), (jnp.float32, 32)):
             config = kernels.sweep_config(8192, hidden, dtype)
@@ -217,27 +218,36 @@ def test_declines_float64():
         kernels.forward(jnp.ones((2, 2, 4), jnp.float64), None, None, Options(), save_fp8=False)
 
 
-def test_default_config_serves_all_sizes():
-    for rows in (1, 3, 1000, 32768):
-        for hidden in (1, 5, 128, 11008, 14336):
-            config = kernels.default_config(rows, hidden, jnp.bfloat16)
-            # One row of up to MAX_BLOCK_HIDDEN columns where H fills TILE_ELEMENTS.
+@pytest.mark.parametrize("whole_rows", [False, True])
+def test_default_config_serves_all_sizes(whole_rows):
+    for rows in (1, 3, 1000, 4096, 32768):
+        for hidden in (1, 5, 128, 2048, 11008, 14336):
+            config = kernels.default_config(rows, hidden, jnp.bfloat16, whole_rows=whole_rows)
+            small = rows * hidden < kernels.SMALL_GRID_OUTPUTS and not whole_rows
+            if small:  # half the tile, half the elements a thread
+                most_elements, widest = kernels.SMALL_TILE_ELEMENTS, kernels.SMALL_TILE_ELEMENTS
+                wanted_per_thread = kernels.SMALL_ELEMENTS_PER_THREAD
+            else:  # one row of up to MAX_BLOCK_HIDDEN columns where H fills TILE_ELEMENTS
+                most_elements, widest = kernels.TILE_ELEMENTS, kernels.MAX_BLOCK_HIDDEN
+                wanted_per_thread = kernels.ELEMENTS_PER_THREAD
             tile = config.block_rows * config.block_hidden
-            assert tile <= max(kernels.TILE_ELEMENTS, kernels.MAX_BLOCK_HIDDEN)
-            assert config.block_rows == 1 or tile <= kernels.TILE_ELEMENTS
-            assert config.block_hidden <= max(hidden * 2, 1)
-            # ELEMENTS_PER_THREAD a thread where 4 warps to the most allow it: fewer in
-            # the backward and where the forward stores float32's fp8 copy.
+            assert config.block_hidden == min(kernels.next_power_of_2(hidden), widest)
+            assert config.block_rows == 1 or tile <= most_elements
+            if whole_rows and hidden <= kernels.MAX_BLOCK_HIDDEN:
+                assert config.block_hidden >= hidden
+            # wanted_per_thread a thread where 4 warps to the most allow it: fewer in the
+            # backward and where the forward stores float32's fp8 copy.
             for dtype, flags, most in (
                 (jnp.bfloat16, {}, kernels.MAX_WARPS),
                 (jnp.bfloat16, {"stores_fp8": True}, kernels.MAX_WARPS),
                 (jnp.float32, {"stores_fp8": True}, kernels.MAX_WARPS_BACKWARD),
                 (jnp.float32, {"backward": True}, kernels.MAX_WARPS_BACKWARD),
             ):
+                flags = {**flags, "whole_rows": whole_rows}
                 warps = kernels.default_config(rows, hidden, dtype, **flags).num_warps
                 assert 4 <= warps <= most
                 per_thread = tile // (32 * warps)
-                assert per_thread == kernels.ELEMENTS_PER_THREAD or warps in (4, most)
+                assert per_thread == wanted_per_thread or warps in (4, most)
             reducing = kernels.default_config(rows, hidden, jnp.bfloat16, reduces_rows=True)
             # Tall tiles when rows are reduced: few float32 partial rows per output row.
             tall, _, warps = kernels.XLA_16BIT_REDUCING_TILE  # bfloat16, compiled by XLA
@@ -250,6 +260,13 @@ def test_default_config_serves_all_sizes():
                 tall, _, warps = kernels.REDUCING_TILE
                 assert tile.block_rows >= min(tall, kernels.next_power_of_2(rows))
                 assert tile.num_warps == warps
+    # The grid measured: 4096 x 2048 outputs, 1 x 1024 tiles of 8 warps, forward and
+    # backward; at and beyond SMALL_GRID_OUTPUTS the wide rows' tiles.
+    for backward in (False, True):
+        assert kernels.default_config(4096, 2048, jnp.bfloat16, backward=backward) == (
+            BlockConfig(1, 1024, num_warps=8)
+        )
+    assert kernels.default_config(4096, 4096, jnp.bfloat16) == BlockConfig(1, 4096, num_warps=16)
 
 
 @pytest.mark.parametrize("save_fp8", [True, "scaled"])

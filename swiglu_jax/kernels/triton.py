@@ -56,6 +56,15 @@ MAX_BLOCK_HIDDEN = 4096
 ELEMENTS_PER_THREAD = 8
 MAX_WARPS = 16
 MAX_WARPS_BACKWARD = 8  # and the float32 forward with the fp8 store
+# Grids of fewer outputs than SMALL_GRID_OUTPUTS (under 8 waves of threads at 8 elements
+# a thread on a 132-SM GPU) take tiles of SMALL_TILE_ELEMENTS with SMALL_ELEMENTS_PER_THREAD
+# a thread: twice the programs, each half as long. Measured at 4096 x 2048 on an H100,
+# side by side (PERF_NOTES.md, session 7): 1 x 1024 with 8 warps read 93.9 / 95.0% of
+# copy (bf16 forward / backward) where 1 x 2048 with 8 read 91.2 / 94.3% and XLA's
+# fusion 93.7 / 95.0%; float32 within a point either way.
+SMALL_GRID_OUTPUTS = 2**24
+SMALL_TILE_ELEMENTS = 1024
+SMALL_ELEMENTS_PER_THREAD = 4
 # With a fused row reduction (the bias gradient) every tile writes one float32 partial
 # row per hidden column, so tiles are tall: 32 rows keep those partials to 4 / (32 * 2) =
 # 6% of the bfloat16 gradient's bytes (8-row tiles made them 25%, 77% of copy bandwidth
@@ -77,12 +86,16 @@ def default_config(
     reduces_rows: bool = False,
     backward: bool = False,
     stores_fp8: bool = False,
+    whole_rows: bool = False,
     compiler: str = "xla",
 ) -> BlockConfig:
     """Tiles of ``TILE_ELEMENTS`` outputs (one row of up to ``MAX_BLOCK_HIDDEN`` where
     ``H`` is wider), as wide as the hidden size allows, ``ELEMENTS_PER_THREAD`` a thread
     from 4 to ``MAX_WARPS`` warps (``MAX_WARPS_BACKWARD`` for the ``backward`` kernel, and
-    for the forward that ``stores_fp8`` of float32 inputs); or,
+    for the forward that ``stores_fp8`` of float32 inputs); in grids of fewer than
+    ``SMALL_GRID_OUTPUTS`` outputs, tiles of up to ``SMALL_TILE_ELEMENTS`` with
+    ``SMALL_ELEMENTS_PER_THREAD`` a thread, unless the kernel needs ``whole_rows`` in a
+    tile (the scaled fp8 store's one read of a row); or,
     when the kernel also reduces over rows, ``REDUCING_TILE`` (``XLA_16BIT_REDUCING_TILE``
     for a 16-bit ``dtype`` compiled by XLA). ``compiler``: one of ``COMPILERS``.
 
@@ -99,11 +112,19 @@ def default_config(
         block_rows = min(next_power_of_2(max(rows, 1)), tall * wide // block_hidden)
         return BlockConfig(block_rows, block_hidden, num_warps=warps)
     # One tile shape serves every dtype otherwise: the output tile bounds the registers.
-    block_hidden = min(next_power_of_2(hidden), MAX_BLOCK_HIDDEN)
-    block_rows = min(next_power_of_2(max(rows, 1)), max(1, TILE_ELEMENTS // block_hidden))
+    if rows * hidden < SMALL_GRID_OUTPUTS and not whole_rows:
+        tile, widest, per_thread = (
+            SMALL_TILE_ELEMENTS,
+            SMALL_TILE_ELEMENTS,
+            SMALL_ELEMENTS_PER_THREAD,
+        )
+    else:
+        tile, widest, per_thread = TILE_ELEMENTS, MAX_BLOCK_HIDDEN, ELEMENTS_PER_THREAD
+    block_hidden = min(next_power_of_2(hidden), widest)
+    block_rows = min(next_power_of_2(max(rows, 1)), max(1, tile // block_hidden))
     fewer = backward or (stores_fp8 and jnp.dtype(dtype).itemsize == 4)
     most = MAX_WARPS_BACKWARD if fewer else MAX_WARPS
-    num_warps = min(most, max(4, block_rows * block_hidden // (32 * ELEMENTS_PER_THREAD)))
+    num_warps = min(most, max(4, block_rows * block_hidden // (32 * per_thread)))
     return BlockConfig(block_rows, block_hidden, num_warps=num_warps)
 
 
@@ -120,7 +141,7 @@ def sweep_config(rows: int, hidden: int, dtype) -> BlockConfig:
     """The scaled store's forward tiles where a row spans several of ``default_config``'s:
     one row a program, ``SWEEP_BLOCK_HIDDEN`` columns, 8 warps per byte of ``dtype``."""
     if hidden <= MAX_BLOCK_HIDDEN:
-        return default_config(rows, hidden, dtype, stores_fp8=True)
+        return default_config(rows, hidden, dtype, stores_fp8=True, whole_rows=True)
     block_hidden = min(SWEEP_BLOCK_HIDDEN, key=lambda bh: pl.cdiv(hidden, bh) * bh)
     return BlockConfig(1, block_hidden, num_warps=8 * jnp.dtype(dtype).itemsize)
 
