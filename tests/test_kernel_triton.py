@@ -268,6 +268,17 @@ def test_default_config_serves_all_sizes(whole_rows):
         )
     assert kernels.default_config(4096, 4096, jnp.bfloat16) == BlockConfig(1, 4096, num_warps=16)
 
+    # The backward: whole rows with weights (their gradient sums each row), the reducing
+    # tile with a bias, default tiles otherwise.
+    def backward(**flags):
+        return kernels.backward_config(4096, 2048, jnp.bfloat16, **flags)
+
+    assert backward(bias=False, weights=True) == BlockConfig(1, 2048, num_warps=8)
+    assert backward(bias=True, weights=True) == kernels.default_config(
+        4096, 2048, jnp.bfloat16, reduces_rows=True
+    )
+    assert backward(bias=False, weights=False) == BlockConfig(1, 1024, num_warps=8)
+
 
 @pytest.mark.parametrize("save_fp8", [True, "scaled"])
 @pytest.mark.parametrize("hidden", [129, 5000])

@@ -48,16 +48,12 @@ def expected_arrays(direction, rows, hidden, dtype, variant, store):
     bias, weights = VARIANTS[variant]
     if direction == "forward" and store == "scaled":  # whole rows a program
         config = kernels.sweep_config(rows, hidden, dtype)
-    else:
-        backward = direction == "backward"
-        config = kernels.default_config(
-            rows,
-            hidden,
-            dtype,
-            reduces_rows=backward and bias is not None,
-            backward=backward,
-            stores_fp8=not backward and store != "none",
+    elif direction == "backward":
+        config = kernels.backward_config(
+            rows, hidden, dtype, bias=bias is not None, weights=weights is not None
         )
+    else:
+        config = kernels.default_config(rows, hidden, dtype, stores_fp8=store != "none")
     row_blocks = -(-rows // config.block_rows)
     hidden_blocks = -(-hidden // config.block_hidden)
     fp8 = store != "none"
@@ -361,12 +357,12 @@ class InterpretLauncher:
                 kernels.forward(y, bias, weights, self.opts, save_fp8=save_fp8, interpret=True)
             else:
                 # The direct launch's block config: the reducing tile for upstream triton.
-                config = kernels.default_config(
+                config = kernels.backward_config(
                     rows,
                     two_h // 2,
                     g.dtype,
-                    reduces_rows=bias is not None,
-                    backward=True,
+                    bias=bias is not None,
+                    weights=weights is not None,
                     compiler="triton",
                 )
                 static = dict(dy_dtype=g.dtype, y_scale=y_scale, interpret=True, config=config)

@@ -148,12 +148,12 @@ def backward_ir(
     casts to the dtype of ``weights``. ``compiler``: who compiles the IR
     (``kernels.COMPILERS``; ``"triton"`` for a launcher that compiles it with the
     ``triton`` package), for the block config. Raises as :func:`forward_ir`."""
-    config = kernels.default_config(
+    config = kernels.backward_config(
         rows,
         hidden,
         jnp.dtype(g_dtype),
-        reduces_rows=bias_dtype is not None,
-        backward=True,
+        bias=bias_dtype is not None,
+        weights=weights_dtype is not None,
         compiler=compiler,
     )
 
