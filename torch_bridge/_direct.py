@@ -346,7 +346,7 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset, y_scale=Non
     if launcher is None:
         return None
     summing = None
-    if bias is not None:  # its partial sums have as many rows as the kernel's row blocks
+    if bias is not None:  # its partial sums have as many rows as the kernel's row groups
         partial_rows = launcher.kernel_ir.results[1][0][0]
         summing = _sum_rows_launcher(partial_rows, 2 * hidden, bias.dtype, y.device)
         if summing is None:

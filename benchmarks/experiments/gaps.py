@@ -13,7 +13,14 @@ Parts (``--parts``, comma-separated):
 - ``warps_fwd``, ``warps_bwd``, ``warps_fp8_fwd``, ``warps_weighted_bwd``: 1 x 4096 with
   8 against 16 warps, each twice, alternating. Outcome: op-dependent (PERF_NOTES.md).
 - ``small``, ``smallbwd``: 4096 tokens, our tiles against XLA's fusion. Outcome: 4
-  elements a thread there reach XLA (not applied yet).
+  elements a thread there reach XLA (applied in session 8: grids under 2^24 outputs).
+- ``bias_steps`` (session 8, not run yet): the bias backward with ``row_steps`` row
+  blocks a program (its terms added in registers, one sum across warps a program),
+  tiles of 8 elements a thread (64-75 registers with upstream triton 3.8 for sm_90,
+  against 126-255 for 16 or 32), on the JAX path and the direct launch.
+- ``scaled_rows`` (session 8, not run yet): the scaled fp8 store with each row in one
+  tile (one read of ``y``; 57 registers in bf16 with 32 warps, no spills) against the
+  two sweeps of ``sweep_config``.
 
 Device time per kernel from the profiler, inputs rotated through the benchmark's
 ``ROTATION_BYTES`` (times ``--l2-times``), each call's output kept until the next
@@ -38,7 +45,7 @@ from small_rows import input_sets, kernel_seconds
 from swiglu_jax import bench
 from swiglu_jax._options import Options
 from swiglu_jax.kernels import triton as kernels
-from swiglu_jax.kernels.config import BlockConfig
+from swiglu_jax.kernels.config import BlockConfig, next_power_of_2
 from swiglu_jax.reference import swiglu_reference
 
 BIAS_SIZES = [(4096, 2048), (4096, 4096), (8192, 4096), (8192, 14336), (16384, 8192)]
@@ -46,6 +53,13 @@ WIDE_SIZES = [(4096, 4096), (8192, 11008), (8192, 14336), (16384, 8192)]
 WARPS_SIZES = [(8192, 14336), (16384, 8192)]
 SMALL_TILES = [(1, 2048, 4), (1, 2048, 16), (2, 2048, 16), (1, 1024, 4), (1, 1024, 8), (2, 1024, 8)]
 WIDE_TILES = [(1, 4096, 16), (1, 2048, 8), (2, 1024, 8), (1, 1024, 4)]
+STEP_SIZES = [(4096, 2048), (4096, 4096), (8192, 14336)]
+STEP_TILES = [  # rows, columns, warps, row steps
+    (16, 128, 8, 1), (16, 128, 8, 4), (16, 128, 8, 8), (8, 128, 4, 8), (8, 128, 4, 16),
+    (8, 256, 8, 8), (16, 128, 4, 8), (32, 128, 4, 4),
+]  # fmt: skip
+SCALED_SIZES = [(4096, 4096), (8192, 8192), (8192, 11008), (8192, 14336)]
+SCALED_WARPS = [8, 16, 32]
 DTYPES = ["bfloat16", "float32"]
 
 
@@ -87,6 +101,30 @@ def bias_candidates(rows, hidden, dtype):
     found["bias kernel alone"] = partials
     found["bias, whole op"] = whole
     found["bias, direct launch"] = bridge
+    return found
+
+
+def bias_steps_candidates(rows, hidden, dtype):
+    """The whole op on the JAX path, its default tile against ``STEP_TILES``; the direct
+    launch with its default."""
+    opts = Options()
+    dt = jnp.dtype(dtype)
+
+    def whole(config=None):
+        return _jax(lambda g, y, b: kernels.backward(
+            g, y.reshape(rows, 2, hidden), b.reshape(2, hidden), None, opts, dy_dtype=dt,
+            config=config)[:2])  # fmt: skip
+
+    def bridge():
+        from torch_bridge import _direct
+
+        return lambda g, y, b: _direct.backward(g, y, b, None, None, 1.0, 0.0)[:2]
+
+    found = {"default": whole}
+    for bn, bh, w, steps in STEP_TILES:
+        config = BlockConfig(bn, bh, num_warps=w, row_steps=steps)
+        found[f"{bn}x{bh} w{w} s{steps}"] = functools.partial(whole, config)
+    found["direct launch, default"] = bridge
     return found
 
 
@@ -145,14 +183,27 @@ def warps_candidates(op, rows, hidden, dtype):
     }
 
 
-def small_candidates(op, rows, hidden, dtype):
-    """4096 tokens: our tiles against XLA's fusion, the one peer still ahead there once
-    inputs rotate through the bench's ``ROTATION_BYTES``."""
+def small_candidates(out_dir, op, rows, hidden, dtype):
+    """4096 tokens: our tiles against XLA's fusion and, for the forward, ``torch.compile``
+    (which read 99.1% in float32 in session 8's benchmark, 96.1% in session 7's)."""
     ours = _ours(op, rows, hidden, dtype)
     found = {"xla": functools.partial(_xla, op)}
+    if op == "fwd":
+        found["torch.compile fixed"] = compiled_fwd(out_dir, rows, hidden, dtype)
     found["ours"] = lambda: ours(None)
     for bn, bh, w in SMALL_TILES:
         found[f"ours {bn}x{bh} w{w}"] = functools.partial(ours, BlockConfig(bn, bh, num_warps=w))
+    return found
+
+
+def scaled_candidates(rows, hidden, dtype):
+    """The scaled store's forward: ``sweep_config``'s tiles against one row a program in
+    one tile of ``SCALED_WARPS`` warps."""
+    ours = _ours("scaled_fp8_fwd", rows, hidden, dtype)
+    found = {"ours": lambda: ours(None)}
+    whole = next_power_of_2(hidden)
+    for w in SCALED_WARPS:
+        found[f"ours 1x{whole} w{w}"] = functools.partial(ours, BlockConfig(1, whole, num_warps=w))
     return found
 
 
@@ -164,8 +215,9 @@ def _ours(op, rows, hidden, dtype):
     dt = jnp.dtype(dtype)
 
     def ours(config):
-        if op in ("fwd", "fp8_fwd"):
-            store, keep = (True, slice(0, 2)) if op == "fp8_fwd" else (False, 0)
+        if op in ("fwd", "fp8_fwd", "scaled_fp8_fwd"):
+            store, keep = {"fwd": (False, 0), "fp8_fwd": (True, slice(0, 2)),
+                           "scaled_fp8_fwd": ("scaled", slice(0, 3))}[op]  # fmt: skip
             return _jax(lambda y: kernels.forward(
                 y3(y), None, None, opts, save_fp8=store, config=config)[keep])  # fmt: skip
         if op == "weighted_bwd":
@@ -195,8 +247,10 @@ def main():
         "bias": ("bias_bwd", BIAS_SIZES, bias_candidates),
         "wide": ("fwd", WIDE_SIZES, functools.partial(wide_candidates, args.out, "fwd")),
         "widebwd": ("bwd", WIDE_SIZES, functools.partial(wide_candidates, args.out, "bwd")),
-        "small": ("fwd", [(4096, 2048)], functools.partial(small_candidates, "fwd")),
-        "smallbwd": ("bwd", [(4096, 2048)], functools.partial(small_candidates, "bwd")),
+        "small": ("fwd", [(4096, 2048)], functools.partial(small_candidates, args.out, "fwd")),
+        "smallbwd": ("bwd", [(4096, 2048)], functools.partial(small_candidates, args.out, "bwd")),
+        "bias_steps": ("bias_bwd", STEP_SIZES, bias_steps_candidates),
+        "scaled_rows": ("scaled_fp8_fwd", SCALED_SIZES, scaled_candidates),
         **{
             f"warps_{op}": (op, WARPS_SIZES, functools.partial(warps_candidates, op))
             for op in ("fwd", "bwd", "fp8_fwd", "weighted_bwd")

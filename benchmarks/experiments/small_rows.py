@@ -244,8 +244,9 @@ def kernel_seconds(fn, inputs, iters, *, spaced=False):
 
 
 def input_sets(op, rows, hidden, dtype, floor_bytes, device="cuda") -> list[tuple]:
-    """Random inputs of ``op`` (``fwd``, ``fp8_fwd``, ``bwd``, ``bias_bwd`` or
-    ``weighted_bwd``), as many sets as cycle ``bench.ROTATION_BYTES`` through the GPU."""
+    """Random inputs of ``op`` (``fwd``, ``fp8_fwd``, ``scaled_fp8_fwd``, ``bwd``,
+    ``bias_bwd`` or ``weighted_bwd``), as many sets as cycle ``bench.ROTATION_BYTES``
+    through the GPU."""
     sets = max(2, math.ceil(bench.ROTATION_BYTES / floor_bytes))
     gen = torch.Generator(device=device).manual_seed(0)
     found = []
@@ -255,8 +256,8 @@ def input_sets(op, rows, hidden, dtype, floor_bytes, device="cuda") -> list[tupl
         bias = torch.randn(2 * hidden, dtype=dtype, device=device, generator=gen)
         weights = torch.rand(rows, 1, device=device, generator=gen)
         found.append(
-            {"fwd": (y,), "fp8_fwd": (y,), "bwd": (g, y), "bias_bwd": (g, y, bias),
-             "weighted_bwd": (g, y, weights)}[op]
+            {"fwd": (y,), "fp8_fwd": (y,), "scaled_fp8_fwd": (y,), "bwd": (g, y),
+             "bias_bwd": (g, y, bias), "weighted_bwd": (g, y, weights)}[op]
         )  # fmt: skip
     return found
 

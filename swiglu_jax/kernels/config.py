@@ -15,13 +15,16 @@ class BlockConfig:
     columns of the output (and the matching gate and linear columns of the input).
 
     ``num_warps``/``num_stages`` are the Triton backend's launch parameters (``None``:
-    the backend's default); other backends ignore them.
+    the backend's default); ``row_steps`` is the row blocks each program of its backward
+    loops over, adding the bias gradient's terms in registers across them (one sum
+    across warps a program instead of one a tile). Other backends ignore all three.
     """
 
     block_rows: int
     block_hidden: int
     num_warps: int | None = None
     num_stages: int | None = None
+    row_steps: int = 1
 
     def __post_init__(self):
         for name in ("block_rows", "block_hidden"):
@@ -32,3 +35,5 @@ class BlockConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be None or a positive int, got {value!r}")
+        if not isinstance(self.row_steps, int) or self.row_steps < 1:
+            raise ValueError(f"row_steps must be a positive int, got {self.row_steps!r}")

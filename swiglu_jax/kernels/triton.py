@@ -6,8 +6,9 @@ addressed in the ``(N, 2H)`` view with explicit masks at the ragged edges. (Bloc
 ``(bn, 2, bh)`` refs indexed ``[:, 0, :]`` lowered wrongly for ragged ``H`` on an H100
 with jax 0.11.2, so every access here is an explicit masked 2-D load or store.)
 
-The backward writes, besides ``dy``, per-tile partial sums for the bias gradient
-(``(row blocks, 2H)`` in float32), which a second Triton kernel sums in a fixed order
+The backward writes, besides ``dy``, partial sums for the bias gradient (``(row groups,
+2H)`` in float32: a program sums the terms of its ``row_steps`` row blocks, adding them
+in registers first, then over rows), which a second Triton kernel sums in a fixed order
 (``sum_rows``), and for the weights gradient (``(N, hidden blocks)``), which a small XLA
 reduction finishes: the full ``(N, 2H)`` gradient is read only once. (Summing the bias's
 partial sums in the backward's own launch, in the last program of each hidden block to
@@ -325,40 +326,60 @@ def _forward_kernel(
 
 
 def _backward_kernel(
-    *refs, opts: Options, tile, has_bias: bool, has_weights: bool, has_scale: bool
-):
+    *refs, opts: Options, tile, row_steps: int, has_bias: bool, has_weights: bool,
+    has_scale: bool,
+):  # fmt: skip
     """Refs: ``g, y, [bias], [weights], [y_scale]``, then ``dy, [dbias partials],
-    [dweights partials]``."""
+    [dweights partials]``. Program ``(j, i)`` computes the ``row_steps`` tiles of row
+    blocks ``i * row_steps + [0, row_steps)`` (a loop where there are several), adding
+    their bias-gradient terms in registers, and sums those over rows once: partial row
+    ``i``."""
     take = _taker(refs)
     g_ref, y_ref, bias_ref, weights_ref = take(), take(), take(has_bias), take(has_weights)
     scale_ref = take(has_scale)
-    tile = _Tile(*tile)
-    g = tile.load(g_ref).astype(jnp.float32)
-    a, b = (x.astype(jnp.float32) for x in tile.load_halves(y_ref))
-    if has_scale:
-        scale = tile.load_per_row(scale_ref)
-        a, b = _math.from_scaled_fp8(a, scale), _math.from_scaled_fp8(b, scale)
-    if has_bias:
-        bias_a, bias_b = tile.load_bias(bias_ref)
-        a, b = a + bias_a, b + bias_b
-    weights = tile.load_per_row(weights_ref) if has_weights else None
-    da, db, h = _math.backward(g, a, b, weights, opts)
-    tile.store_halves(take(), da, db)
-    # Partial reductions of this tile; terms outside the array must not count.
-    if has_bias:
-        dbias_ref = take()  # (row blocks, 2H)
-        row = pl.ds(tile.i, 1)
-        for cols, d in ((tile.cols, da), (tile.linear_cols, db)):
-            partial = jnp.sum(jnp.where(tile.mask, d, 0.0), axis=0)[None, :]
-            pltriton.store(dbias_ref.at[row, cols], partial, mask=tile.col_ok[None, :])
-    if has_weights:
-        dweights_ref = take()  # (N, hidden blocks)
-        partial = jnp.sum(jnp.where(tile.mask, h * g, 0.0), axis=1)[:, None]
-        pltriton.store(
-            dweights_ref.at[tile.row_block, pl.ds(tile.j, 1)],
-            partial,
-            mask=tile.row_ok[:, None],
-        )
+    dy_ref, dbias_ref, dweights_ref = take(), take(has_bias), take(has_weights)
+
+    def compute(tile: _Tile):
+        """Stores the tile's ``dy`` and weights partials; returns its bias-gradient terms
+        (zero outside the array)."""
+        g = tile.load(g_ref).astype(jnp.float32)
+        a, b = (x.astype(jnp.float32) for x in tile.load_halves(y_ref))
+        if has_scale:
+            scale = tile.load_per_row(scale_ref)
+            a, b = _math.from_scaled_fp8(a, scale), _math.from_scaled_fp8(b, scale)
+        if has_bias:
+            bias_a, bias_b = tile.load_bias(bias_ref)
+            a, b = a + bias_a, b + bias_b
+        weights = tile.load_per_row(weights_ref) if has_weights else None
+        da, db, h = _math.backward(g, a, b, weights, opts)
+        tile.store_halves(dy_ref, da, db)
+        if has_weights:  # (N, hidden blocks); terms outside the array must not count
+            partial = jnp.sum(jnp.where(tile.mask, h * g, 0.0), axis=1)[:, None]
+            pltriton.store(
+                dweights_ref.at[tile.row_block, pl.ds(tile.j, 1)],
+                partial,
+                mask=tile.row_ok[:, None],
+            )
+        return jnp.where(tile.mask, da, 0.0), jnp.where(tile.mask, db, 0.0)
+
+    group = _Tile(*tile)  # program ids read here, outside the loop (see _Tile.at_block)
+    if row_steps == 1:
+        terms = compute(group)
+    else:
+        rows, hidden, bn, bh = tile
+        first = group.i * row_steps
+
+        def step(k, sums):
+            terms = compute(_Tile(rows, hidden, bn, bh, i=first + k, j=group.j))
+            return tuple(s + t for s, t in zip(sums, terms, strict=True)) if has_bias else ()
+
+        zeros = jnp.zeros((bn, bh), jnp.float32)
+        terms = jax.lax.fori_loop(0, row_steps, step, (zeros, zeros) if has_bias else ())
+    if has_bias:  # (row groups, 2H)
+        row = pl.ds(group.i, 1)
+        for cols, d in zip((group.cols, group.linear_cols), terms, strict=True):
+            partial = jnp.sum(d, axis=0)[None, :]
+            pltriton.store(dbias_ref.at[row, cols], partial, mask=group.col_ok[None, :])
 
 
 def forward(
@@ -437,7 +458,8 @@ def backward_partials(
     g, y, bias, weights, opts: Options, *, dy_dtype, y_scale=None, interpret=False, config=None
 ):
     """The backward kernel alone: ``(dy, dbias partials, dweights partials)``, the
-    partial sums in float32, ``(row blocks, 2H)`` and ``(N, hidden blocks)`` (``None``
+    partial sums in float32, ``(row groups, 2H)`` (a row group: the config's
+    ``row_steps`` row blocks) and ``(N, hidden blocks)`` (``None``
     where absent; for zero rows, the final ``dbias`` and ``dweights`` already)."""
     rows, _, hidden = y.shape
     config = config or backward_config(
@@ -450,11 +472,11 @@ def backward_partials(
             None if bias is None else jnp.zeros(bias.shape, bias.dtype),
             None if weights is None else jnp.zeros(weights.shape, weights.dtype),
         )
-    bn, bh = config.block_rows, config.block_hidden
-    row_blocks, col_blocks = pl.cdiv(rows, bn), pl.cdiv(hidden, bh)
+    bn, bh, steps = config.block_rows, config.block_hidden, config.row_steps
+    row_groups, col_blocks = pl.cdiv(rows, bn * steps), pl.cdiv(hidden, bh)
     out_shapes = [jax.ShapeDtypeStruct((rows, 2 * hidden), dy_dtype)]
     if bias is not None:
-        out_shapes.append(jax.ShapeDtypeStruct((row_blocks, 2 * hidden), jnp.float32))
+        out_shapes.append(jax.ShapeDtypeStruct((row_groups, 2 * hidden), jnp.float32))
     if weights is not None:
         out_shapes.append(jax.ShapeDtypeStruct((rows, col_blocks), jnp.float32))
     inputs = [g, y.reshape(rows, 2 * hidden)]
@@ -464,6 +486,7 @@ def backward_partials(
         _backward_kernel,
         opts=opts,
         tile=(rows, hidden, bn, bh),
+        row_steps=steps,
         has_bias=bias is not None,
         has_weights=weights is not None,
         has_scale=y_scale is not None,
@@ -471,7 +494,7 @@ def backward_partials(
     outs = pl.pallas_call(
         kernel,
         out_shape=out_shapes,
-        grid=_grid(rows, hidden, bn, bh),
+        grid=_grid(rows, hidden, bn * steps, bh),
         compiler_params=_compiler_params(config),
         interpret=interpret,
         name="swiglu_backward_triton",
@@ -484,7 +507,7 @@ def backward_partials(
     return dy, dbias, dweights
 
 
-# The bias gradient's partial sums, (row blocks, 2H) float32, are summed by a kernel of
+# The bias gradient's partial sums, (row groups, 2H) float32, are summed by a kernel of
 # their own, one launch that also casts, on the JAX path and on torch_bridge's direct
 # launch alike (which had torch's sum and cast: two launches). Each program sums a strip
 # of SUM_COLUMNS columns (128-byte rows of float32), SUM_ROWS rows at a time, in a fixed

@@ -142,7 +142,7 @@ def backward_ir(
     forward's inputs (``y`` possibly the float8_e4m3fn copy, with the scaled store's row
     scales ``y_scale`` ``(rows, 1)``, float32 from the forward). Operands: ``g``, ``y`` as
     ``(rows, 2H)``, ``bias`` as ``(2H,)``, ``weights``, ``y_scale``; results: ``dy``
-    ``(rows, 2H)``, then with ``bias`` its float32 partial sums ``(row blocks, 2H)`` and
+    ``(rows, 2H)``, then with ``bias`` its float32 partial sums ``(row groups, 2H)`` and
     with ``weights`` theirs ``(rows, hidden blocks)``, which the caller reduces: the
     bias's with :func:`sum_rows_ir`'s kernel, the weights' (sum over axis 1) itself, then
     casts to the dtype of ``weights``. ``compiler``: who compiles the IR
