@@ -5,8 +5,9 @@
 #
 # Stages: tests (every GPU test file, without -x, logs and JUnit XML), memory
 # (benchmarks/memory.py), bridge (benchmarks/bridge_overhead.py), bench (the full
-# benchmark, bf16 and fp32), tiles (benchmarks/experiments/triton_tiles.py), two
-# (the two-GPU tests; needs a two-GPU machine). A stage that fails does not stop the
+# benchmark, bf16 and fp32), tiles (benchmarks/experiments/triton_tiles.py), gaps
+# (benchmarks/experiments/gaps.py, the parts in GAPS_PARTS: default the ones not run
+# yet), two (the two-GPU tests; needs a two-GPU machine). A stage that fails does not stop the
 # next. Wheels the machine lacks (pytest, hypothesis, liger...) are carried in .whl/
 # (ignored by git: name it in the device tool's carry) and installed under /tmp/site.
 # STAGE_TIMEOUT=SECONDS stops a stage that runs longer (rc 124), so the summary still prints.
@@ -53,6 +54,9 @@ for stage in "${stages[@]}"; do
       run_stage bench python3 -m swiglu_jax.bench --sizes full --dtypes bfloat16,float32 \
         --out "$OUT" ;;
     tiles) run_stage tiles python3 benchmarks/experiments/triton_tiles.py --small ;;
+    gaps)
+      run_stage gaps python3 benchmarks/experiments/gaps.py --out "$OUT" \
+        --parts "${GAPS_PARTS:-bias_steps,scaled_rows,small}" ;;
     two) run_stage two python3 -m pytest tests/test_sharding.py -q -p no:cacheprovider -k two_gpus ;;
     *) summary+=("$stage: unknown stage") ;;
   esac
@@ -65,6 +69,7 @@ for stage in "${stages[@]}"; do
   case "$stage" in
     tests) grep -E "^(FAILED|ERROR)" "$log" | head -20 ;;
     bench | memory | bridge | tiles) tail -n 30 "$log" ;;
+    gaps) grep -vE "^\s*$" "$log" | tail -n 60 ;;
   esac
 done
 printf '%s\n' "${summary[@]}"
