@@ -131,6 +131,20 @@ def test_row_steps(rng, rows, variant, save_fp8):
                                    rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
+def test_row_steps_lower_for_cuda(rng):
+    """The looping backward becomes one Triton custom call (the loop inside it) and the
+    sum of its partials a second."""
+    y, bias, weights, g = make(rng, 70, 40, jnp.bfloat16, True, True)
+
+    def backward(g, y, bias, weights):
+        return kernels.backward(
+            g, y, bias, weights, Options(), dy_dtype=y.dtype, config=STEPPED_TILES
+        )
+
+    text = exported_text(backward, g, y, bias, weights, platform="cuda")
+    assert text.count("stablehlo.custom_call @__gpu$xla.gpu.triton") == 2
+
+
 def test_block_config_rejects_bad_row_steps():
     for bad in (0, -1, 1.5, None):
         with pytest.raises(ValueError, match="row_steps"):
