@@ -105,8 +105,8 @@ def bias_candidates(rows, hidden, dtype):
 
 
 def bias_steps_candidates(rows, hidden, dtype):
-    """The whole op on the JAX path, its default tile against ``STEP_TILES``; the direct
-    launch with its default."""
+    """The whole op, on the JAX path and on the direct launch (upstream triton), each
+    with its default tile and with ``STEP_TILES``."""
     opts = Options()
     dt = jnp.dtype(dtype)
 
@@ -115,16 +115,32 @@ def bias_steps_candidates(rows, hidden, dtype):
             g, y.reshape(rows, 2, hidden), b.reshape(2, hidden), None, opts, dy_dtype=dt,
             config=config)[:2])  # fmt: skip
 
-    def bridge():
+    def bridge(config=None):
+        """The direct launch, its kernel compiled now with ``config`` (cached until the
+        next candidate is made)."""
+        from swiglu_jax.kernels import triton_ir
         from torch_bridge import _direct
 
-        return lambda g, y, b: _direct.backward(g, y, b, None, None, 1.0, 0.0)[:2]
+        fn = lambda g, y, b: _direct.backward(g, y, b, None, None, 1.0, 0.0)[:2]
+        default = kernels.backward_config
+        if config is not None:
+            kernels.backward_config = lambda *args, **kwargs: config
+        triton_ir.backward_ir.cache_clear()
+        _direct._launchers.clear()
+        try:
+            torch_dtype = getattr(torch, dtype)
+            y = torch.randn(rows, 2 * hidden, dtype=torch_dtype, device="cuda")
+            fn(torch.randn(rows, hidden, dtype=torch_dtype, device="cuda"), y, y[0])
+        finally:
+            kernels.backward_config = default
+            triton_ir.backward_ir.cache_clear()
+        return fn
 
-    found = {"default": whole}
+    found = {"default": whole, "direct launch, default": bridge}
     for bn, bh, w, steps in STEP_TILES:
         config = BlockConfig(bn, bh, num_warps=w, row_steps=steps)
         found[f"{bn}x{bh} w{w} s{steps}"] = functools.partial(whole, config)
-    found["direct launch, default"] = bridge
+        found[f"direct {bn}x{bh} w{w} s{steps}"] = functools.partial(bridge, config)
     return found
 
 
