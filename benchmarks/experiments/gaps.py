@@ -14,6 +14,8 @@ Parts (``--parts``, comma-separated):
   8 against 16 warps, each twice, alternating. Outcome: op-dependent (PERF_NOTES.md).
 - ``small``, ``smallbwd``: 4096 tokens, our tiles against XLA's fusion. Outcome: 4
   elements a thread there reach XLA (applied in session 8: grids under 2^24 outputs).
+- ``smallweighted`` (session 8, not run yet): the weighted backward's tiles at 4096
+  tokens (it keeps whole rows, 1 x 2048 with 8 warps, where 1 x 1024 cost it 2.7 points).
 - ``bias_steps`` (session 8, not run yet): the bias backward with ``row_steps`` row
   blocks a program (its terms added in registers, one sum across warps a program),
   tiles of 8 elements a thread (64-75 registers with upstream triton 3.8 for sm_90,
@@ -203,7 +205,7 @@ def small_candidates(out_dir, op, rows, hidden, dtype):
     """4096 tokens: our tiles against XLA's fusion and, for the forward, ``torch.compile``
     (which read 99.1% in float32 in session 8's benchmark, 96.1% in session 7's)."""
     ours = _ours(op, rows, hidden, dtype)
-    found = {"xla": functools.partial(_xla, op)}
+    found = {"xla": functools.partial(_xla, op)} if op in ("fwd", "bwd") else {}
     if op == "fwd":
         found["torch.compile fixed"] = compiled_fwd(out_dir, rows, hidden, dtype)
     found["ours"] = lambda: ours(None)
@@ -265,6 +267,11 @@ def main():
         "widebwd": ("bwd", WIDE_SIZES, functools.partial(wide_candidates, args.out, "bwd")),
         "small": ("fwd", [(4096, 2048)], functools.partial(small_candidates, args.out, "fwd")),
         "smallbwd": ("bwd", [(4096, 2048)], functools.partial(small_candidates, args.out, "bwd")),
+        "smallweighted": (
+            "weighted_bwd",
+            [(4096, 2048)],
+            functools.partial(small_candidates, args.out, "weighted_bwd"),
+        ),
         "bias_steps": ("bias_bwd", STEP_SIZES, bias_steps_candidates),
         "scaled_rows": ("scaled_fp8_fwd", SCALED_SIZES, scaled_candidates),
         **{
