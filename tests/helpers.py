@@ -151,6 +151,23 @@ FP8_EDGES = [0.0, 1.7, -(2.0**-9), 440.0, 448.0, 460.0, 464.0, 465.0, 479.0, 480
 FP8_EDGES += [1e4, np.inf, -np.inf, np.nan, -460.0, -500.0, -1e4]
 
 
+def check_kernel_gradients(dy, dbias, dweights, g, y, bias, weights, dy_dtype, **reference):
+    """A kernel's backward results: ``dy`` in ``dy_dtype``, the bias and weights
+    gradients present exactly where their inputs are and in their dtypes, each within
+    its tolerance of the float64 reference (``reference``: ``swiglu_backward``'s
+    options; a reduced gradient relative to its terms' magnitudes)."""
+    assert dy.dtype == jnp.dtype(dy_dtype) and dy.shape == y.shape
+    grads = {"y": dy}
+    for name, grad, arg in (("bias", dbias, bias), ("weights", dweights, weights)):
+        assert (grad is None) == (arg is None), name
+        if arg is not None:
+            assert grad.dtype == arg.dtype and grad.shape == arg.shape, name
+            grads[name] = grad
+    errors = testing.gradient_errors(grads, g, y, bias, weights, **reference)
+    for name, (error, tolerance) in errors.items():
+        assert error <= tolerance, (name, error)
+
+
 def check_saved_copy(y, y_fp8, y_scale, save_fp8, layout="stacked"):
     """A kernel forward's saved copy against ``swiglu_jax.testing``: none without the fp8
     store, the bits of Megatron's cast with ``True``, the bits of the scaled copy and its

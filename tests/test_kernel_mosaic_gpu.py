@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import strategies
 from conftest import SEED, examples
-from helpers import CLAMP_TIE, check_saved_copy, with_sums_on_the_clamp
+from helpers import CLAMP_TIE, check_kernel_gradients, check_saved_copy, with_sums_on_the_clamp
 from hypothesis import given, seed
 from hypothesis import strategies as st
 from jax._src.pallas.mosaic_gpu.interpret import gpu_callbacks
@@ -122,18 +122,10 @@ def check_inputs(inputs, dtype, options, config=None, save_fp8=False):
         y_scale=y_scale,
         config=config,
     )
-    grads = testing.swiglu_backward(
-        g, y, bias, weights, layout="stacked", fp8_input_store=save_fp8, **options
-    )
-    check(dy, grads["y"], dtype, "dy")
-    if bias is None:
-        assert dbias is None
-    else:
-        check(dbias, grads["bias"], bias.dtype, "dbias")
-    if weights is None:
-        assert dweights is None
-    else:
-        check(dweights, grads["weights"], weights.dtype, "dweights")
+    check_kernel_gradients(
+        dy, dbias, dweights, g, y, bias, weights, dtype,
+        layout="stacked", fp8_input_store=save_fp8, **options,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())

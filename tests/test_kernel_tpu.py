@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import strategies
 from conftest import DTYPES, SEED, examples
-from helpers import check_saved_copy
+from helpers import check_kernel_gradients, check_saved_copy
 from hypothesis import given, seed
 from hypothesis import strategies as st
 from jax._src.pallas.mosaic.interpret import interpret_pallas_call
@@ -82,14 +82,6 @@ def assert_close(actual, expected, dtype):
     assert error <= testing.tolerance(dtype), f"relative error {error}"
 
 
-def assert_sum_close(actual, expected, abs_sum, dtype):
-    """For a float32 sum: the error against the sum of the terms' magnitudes, which
-    bounds the float32 rounding even where the terms cancel."""
-    assert actual.dtype == jnp.dtype(dtype)
-    error = np.linalg.norm(testing.to_float64(actual) - expected) / np.linalg.norm(abs_sum)
-    assert error <= testing.tolerance(dtype), f"error {error} relative to the sum of |terms|"
-
-
 def check(
     rng, rows, hidden, dtype, variant, *, config=None, save_fp8=False, cores=2, give_scale=False
 ):
@@ -130,22 +122,9 @@ def check(
         config=config,
         cores=cores,
     )
-    grads = testing.swiglu_backward(g, y, fp8_input_store=save_fp8, **ref)
-    assert dy.shape == y.shape
-    assert_close(dy, grads["y"], dtype)
-    if has_bias:
-        assert dbias.shape == bias.shape
-        assert_sum_close(dbias, grads["bias"], np.abs(grads["y"]).sum(axis=0), bias.dtype)
-    else:
-        assert dbias is None
-    if has_weights:
-        assert dweights.shape == weights.shape
-        y_ref = testing.fp8_round(y, save_fp8, "stacked") if save_fp8 else y
-        h = testing.swiglu_forward(y_ref, **{**ref, "weights": None})
-        abs_sum = np.abs(h * testing.to_float64(g)).sum(axis=-1, keepdims=True)
-        assert_sum_close(dweights, grads["weights"], abs_sum, weights.dtype)
-    else:
-        assert dweights is None
+    check_kernel_gradients(
+        dy, dbias, dweights, g, y, dy_dtype=dtype, fp8_input_store=save_fp8, **ref
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import strategies
 from conftest import DTYPES, SEED, examples
-from helpers import check_saved_copy, exported_text
+from helpers import check_kernel_gradients, check_saved_copy, exported_text
 from hypothesis import given, seed
 from hypothesis import strategies as st
 
@@ -75,17 +75,9 @@ def check(rng, rows, hidden, dtype, variant, opts, config, save_fp8, *, give_sca
         interpret=True,
         config=config,
     )
-    assert dy.dtype == dtype and dy.shape == y.shape
-    grads = {"y": dy}
-    for name, grad, arg in (("bias", dbias, bias), ("weights", dweights, weights)):
-        if arg is None:
-            assert grad is None
-        else:
-            assert grad.dtype == arg.dtype and grad.shape == arg.shape
-            grads[name] = grad
-    errors = testing.gradient_errors(grads, g, y, bias, weights, fp8_input_store=save_fp8, **ref)
-    for name, (error, tolerance) in errors.items():
-        assert error <= tolerance, (name, error)
+    check_kernel_gradients(
+        dy, dbias, dweights, g, y, bias, weights, dtype, fp8_input_store=save_fp8, **ref
+    )
 
 
 @pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
