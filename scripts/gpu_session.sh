@@ -5,7 +5,8 @@
 #
 # Stages: tests (every GPU test file, without -x, logs and JUnit XML), memory
 # (benchmarks/memory.py), bridge (benchmarks/bridge_overhead.py), bench (the full
-# benchmark, bf16 and fp32), tiles (benchmarks/experiments/triton_tiles.py), gaps
+# benchmark, bf16 and fp32; BENCH_OPS=fwd,bwd,... for some of its ops: all eight take
+# about 9 minutes on an H100), tiles (benchmarks/experiments/triton_tiles.py), gaps
 # (benchmarks/experiments/gaps.py, the parts in GAPS_PARTS: default the ones not run
 # yet), two (the two-GPU tests; needs a two-GPU machine). A stage that fails does not stop the
 # next. Wheels the machine lacks (pytest, hypothesis, liger...) are carried in .whl/
@@ -52,7 +53,7 @@ for stage in "${stages[@]}"; do
     bridge) run_stage bridge python3 benchmarks/bridge_overhead.py --out "$OUT" ;;
     bench)
       run_stage bench python3 -m swiglu_jax.bench --sizes full --dtypes bfloat16,float32 \
-        --out "$OUT" ;;
+        --out "$OUT" ${BENCH_OPS:+--ops "$BENCH_OPS"} ;;
     tiles) run_stage tiles python3 benchmarks/experiments/triton_tiles.py --small ;;
     gaps)
       run_stage gaps python3 benchmarks/experiments/gaps.py --out "$OUT" \

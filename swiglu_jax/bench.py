@@ -1,7 +1,8 @@
 """The benchmark: our kernels and every installed peer, side by side, on the GPU.
 
     python -m swiglu_jax.bench [--sizes quick|full|4096x4096,...] [--dtypes bfloat16,float32]
-                               [--ops fwd,bwd,bias_bwd,weighted_bwd,fp8_fwd,scaled_fp8_fwd]
+                               [--ops fwd,bwd,bias_bwd,weighted_bwd,fp8_fwd,scaled_fp8_fwd,
+                                      clamp_fwd,clamp_bwd]
                                [--impls NAME,...] [--out DIR]
 
 Device time per call is read from the CUDA profiler interface through ``torch.profiler``,
@@ -24,13 +25,18 @@ Minimum bytes per call, the floor divided by the copy bandwidth measured in the 
 - ``scaled_fp8_fwd``: ``fp8_fwd`` with the copy scaled per row (``fp8_input_store="scaled"``)
   plus writing the float32 row scales: ``+ 2 N H + 4 N``. Peers compute the row maxima,
   scales and scaled cast with their own ops.
+- ``clamp_fwd``, ``clamp_bwd``: ``fwd`` and ``bwd`` with GPT-OSS's clamp (``GPT_OSS``:
+  the gate clamped above at 7, the linear half to +-7, ``sigmoid(1.702 a)``, the linear
+  half offset by 1).
 
 Peers compute the same thing the way their users would: XLA is the ``jax.numpy``
 specification (``swiglu_jax.reference``) under ``jax.jit`` with ``jax.vjp``; torch eager
 and ``torch.compile`` (one fixed shape, and ``dynamic=True`` as after a second shape) run
-Megatron-Core's formulas; Liger-Kernel runs its fused gate-up kernels and Transformer
-Engine its ``swiglu``/``dswiglu`` kernels, both composed with torch for what they lack
-(bias, weights, fp8). Peers are optional: missing ones are skipped with a note.
+Megatron-Core's formulas (the clamp ops: GPT-OSS's formula in torch); Liger-Kernel runs
+its fused gate-up kernels and Transformer Engine its ``swiglu``/``dswiglu`` kernels
+(``clamped_swiglu``/``clamped_dswiglu`` for the clamp ops), both composed with torch for
+what they lack (bias, weights, fp8); Liger has no clamp, so its clamp rows record that.
+Peers are optional: missing ones are skipped with a note.
 """
 
 from __future__ import annotations
@@ -52,8 +58,14 @@ from swiglu_jax import _dispatch
 from swiglu_jax._options import Options
 from swiglu_jax.reference import swiglu_reference
 
-OPS = ("fwd", "bwd", "bias_bwd", "weighted_bwd", "fp8_fwd", "scaled_fp8_fwd")
-FORWARD_OPS = ("fwd", "fp8_fwd", "scaled_fp8_fwd")  # their input is y alone
+OPS = (
+    "fwd", "bwd", "bias_bwd", "weighted_bwd", "fp8_fwd", "scaled_fp8_fwd", "clamp_fwd",
+    "clamp_bwd",
+)  # fmt: skip
+FORWARD_OPS = ("fwd", "fp8_fwd", "scaled_fp8_fwd", "clamp_fwd")  # their input is y alone
+CLAMP_OPS = ("clamp_fwd", "clamp_bwd")
+# GPT-OSS's clamped SwiGLU (the defaults of Transformer Engine's ClampedSwiGLU).
+GPT_OSS = {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0}
 SIZES = {
     "quick": [(4096, 2048), (8192, 14336)],
     "full": [
@@ -73,6 +85,17 @@ L2_BYTES = 64 * 2**20  # at least the GPU's L2 (50 MiB on H100 and H200)
 # candidate and 91.5% alone (H100); with four times that, this value, 91.6% in both
 # orders, like every Triton kernel there.
 ROTATION_BYTES = 8 * L2_BYTES
+# At most this many input sets: calls of under ROTATION_BYTES / MAX_INPUT_SETS (2 MiB)
+# find their inputs in L2, as such small calls do in real use (and a 1.5 KB call would
+# otherwise need 350 thousand sets). Every size of --sizes full needs at most 11.
+MAX_INPUT_SETS = 256
+
+
+def input_sets(floor_bytes: int) -> int:
+    """How many input sets a call of ``floor_bytes`` rotates through: enough to cycle
+    ``ROTATION_BYTES``, at least 2, at most ``MAX_INPUT_SETS``."""
+    return min(MAX_INPUT_SETS, max(2, math.ceil(ROTATION_BYTES / max(floor_bytes, 1))))
+
 # Device time measured over at least this much kernel time (more calls for small sizes,
 # hundreds for a 13 us kernel): it steadies the smallest sizes, though 20 calls and 380
 # agreed within 0.5% on an H200 (benchmarks/PERF_NOTES.md).
@@ -109,7 +132,7 @@ def _jax_inputs(op, rows, hidden, dtype, seed):
 
 def _ours(implementation: str, op: str) -> Callable:
     """Our kernels on the op's inputs, called below the custom VJP (the kernels alone)."""
-    opts = Options(implementation=implementation)
+    opts = Options(implementation=implementation, **(GPT_OSS if op in CLAMP_OPS else {}))
 
     def canonical(y):
         return y.reshape(y.shape[0], 2, -1)
@@ -128,6 +151,8 @@ def _ours(implementation: str, op: str) -> Callable:
         "bwd": lambda g, y: backward(g, y)[0],
         "bias_bwd": lambda g, y, b: backward(g, y, bias=b)[:2],
         "weighted_bwd": lambda g, y, w: backward(g, y, weights=w)[::2],
+        "clamp_fwd": lambda y: forward(y, False)[0],
+        "clamp_bwd": lambda g, y: backward(g, y)[0],
     }[op]
 
 
@@ -141,6 +166,8 @@ def _xla(op: str) -> Callable:
         "bwd": lambda g, y: jax.vjp(ref, y)[1](g)[0],
         "bias_bwd": lambda g, y, b: jax.vjp(ref, y, b)[1](g),
         "weighted_bwd": lambda g, y, w: jax.vjp(lambda y, w: ref(y, None, w), y, w)[1](g),
+        "clamp_fwd": lambda y: ref(y, **GPT_OSS),
+        "clamp_bwd": lambda g, y: jax.vjp(lambda y: ref(y, **GPT_OSS), y)[1](g)[0],
     }[op]
 
 
@@ -164,8 +191,10 @@ def _jax_candidate(make: Callable[[str], Callable]):
 
 
 def _megatron_formulas(torch):
-    """Megatron-Core's fused_bias_swiglu formulas, per op, in torch."""
+    """Megatron-Core's fused_bias_swiglu formulas, per op, in torch; for the clamp ops,
+    GPT-OSS's formula and its derivative written the same way."""
     F = torch.nn.functional
+    limit, alpha, offset = GPT_OSS["clamp_value"], GPT_OSS["alpha"], GPT_OSS["linear_offset"]
 
     def swiglu(y):
         a, b = torch.chunk(y, 2, -1)
@@ -185,6 +214,22 @@ def _megatron_formulas(torch):
         dy = swiglu_back(g, y + b)
         return dy, dy.sum(0)
 
+    def clamped(y):
+        a, b = torch.chunk(y, 2, -1)
+        return a.clamp(max=limit), b.clamp(min=-limit, max=limit)
+
+    def gpt_oss(y):
+        a, b = clamped(y)
+        return a * torch.sigmoid(alpha * a) * (b + offset)
+
+    def gpt_oss_back(g, y):
+        a, b = clamped(y)
+        sig = torch.sigmoid(alpha * a)
+        a_free, b_free = torch.chunk(y, 2, -1)
+        a_free, b_free = a_free <= limit, b_free.abs() <= limit
+        da = g * (b + offset) * sig * (1 + alpha * a * (1 - sig)) * a_free
+        return torch.cat((da, g * a * sig * b_free), -1).to(y.dtype)
+
     return {
         "fwd": swiglu,
         "fp8_fwd": lambda y: (swiglu(y), y.to(torch.float8_e4m3fn)),
@@ -192,6 +237,8 @@ def _megatron_formulas(torch):
         "bwd": swiglu_back,
         "bias_bwd": bias_back,
         "weighted_bwd": weighted_back,
+        "clamp_fwd": gpt_oss,
+        "clamp_bwd": gpt_oss_back,
     }
 
 
@@ -202,9 +249,10 @@ def _torch_scaled_fp8(torch, y):
     return (y.float() * (1 / scale)).to(torch.float8_e4m3fn), scale
 
 
-def _composed(torch, forward, backward):
+def _composed(torch, forward, backward, clamped=None):
     """Every op from a peer's plain forward and backward kernels, composed with torch for
-    what they lack (bias, weights, the fp8 copy), as their users would."""
+    what they lack (bias, weights, the fp8 copy), as their users would; the clamp ops from
+    its ``clamped`` ``(forward, backward)`` kernels where it has them."""
 
     def weighted_back(g, y, w):
         dw = torch.sum(forward(y).to(w.dtype) * g.to(w.dtype), dim=-1, keepdim=True)
@@ -221,6 +269,7 @@ def _composed(torch, forward, backward):
         "bwd": backward,
         "bias_bwd": bias_back,
         "weighted_bwd": weighted_back,
+        **dict(zip(CLAMP_OPS, clamped or (), strict=False)),
     }
 
 
@@ -239,21 +288,34 @@ def _liger_formulas(torch):
 
 
 def _transformer_engine_formulas(torch):
-    """Transformer Engine's SwiGLU kernels (``tex.swiglu`` / ``tex.dswiglu``, no quantizer)."""
+    """Transformer Engine's SwiGLU kernels (``tex.swiglu`` / ``tex.dswiglu``, no quantizer;
+    ``tex.clamped_swiglu`` / ``tex.clamped_dswiglu`` with GPT-OSS's constants)."""
     import transformer_engine_torch as tex
 
-    return _composed(torch, lambda y: tex.swiglu(y, None), lambda g, y: tex.dswiglu(g, y, None))
+    constants = GPT_OSS["clamp_value"], GPT_OSS["alpha"], GPT_OSS["linear_offset"]
+    return _composed(
+        torch,
+        lambda y: tex.swiglu(y, None),
+        lambda g, y: tex.dswiglu(g, y, None),
+        clamped=(
+            lambda y: tex.clamped_swiglu(y, None, *constants),
+            lambda g, y: tex.clamped_dswiglu(g, y, None, *constants),
+        ),
+    )
 
 
 def _torch_candidate(formulas: str, compile_mode: str | None = None):
     def build(op, rows, hidden, dtype, sets):
         import torch
 
-        fn = {
+        ops = {
             "liger": _liger_formulas,
             "transformer_engine": _transformer_engine_formulas,
             "megatron": _megatron_formulas,
-        }[formulas](torch)[op]
+        }[formulas](torch)
+        if op not in ops:
+            raise NotImplementedError(f"{formulas} has no kernel for {op}")
+        fn = ops[op]
         if compile_mode is not None:
             # A fresh compiler cache per candidate: dynamo keys its cache on the formula's
             # code object, shared by every size, and falls back to eager for good once
@@ -277,6 +339,8 @@ def _torch_candidate(formulas: str, compile_mode: str | None = None):
                     "bwd": (g, y),
                     "bias_bwd": (g, y, randn(2 * hidden)),
                     "weighted_bwd": (g, y, torch.rand(rows, 1, device="cuda", generator=gen)),
+                    "clamp_fwd": (y,),
+                    "clamp_bwd": (g, y),
                 }[op]
             )
 
@@ -298,6 +362,7 @@ def _bridge_candidate():
         import torch_bridge  # noqa: F401  (registers torch.ops.swiglu_jax)
 
         forward, backward = torch.ops.swiglu_jax.forward, torch.ops.swiglu_jax.backward
+        clamp = GPT_OSS["clamp_value"], GPT_OSS["alpha"], GPT_OSS["linear_offset"]
         fn = {
             "fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, "none")[0],
             "fp8_fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, "cast")[:2],
@@ -305,6 +370,8 @@ def _bridge_candidate():
             "bwd": lambda g, y: backward(g, y, None, None, None, 1.0, 0.0)[0],
             "bias_bwd": lambda g, y, b: backward(g, y, b, None, None, 1.0, 0.0)[:2],
             "weighted_bwd": lambda g, y, w: backward(g, y, None, w, None, 1.0, 0.0)[::2],
+            "clamp_fwd": lambda y: forward(y, None, None, *clamp, "none")[0],
+            "clamp_bwd": lambda g, y: backward(g, y, None, None, *clamp)[0],
         }[op]
         _, inputs, sync = _torch_candidate("megatron")(op, rows, hidden, dtype, sets)
         return fn, inputs, sync
@@ -463,7 +530,7 @@ def run(
             itemsize = jnp.dtype(dtype).itemsize
             for op in ops:
                 floor_bytes = minimum_bytes(op, rows, hidden, itemsize)
-                sets = max(2, math.ceil(ROTATION_BYTES / max(floor_bytes, 1)))
+                sets = input_sets(floor_bytes)
                 for cand in chosen:
                     done += 1
                     record = {

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from swiglu_jax import bench
+from swiglu_jax import bench, testing
 
 
 def test_minimum_bytes():
@@ -15,6 +17,18 @@ def test_minimum_bytes():
     assert bench.minimum_bytes("fp8_fwd", 8, 16, 2) == 3 * 8 * 16 * 2 + 2 * 8 * 16
     assert bench.minimum_bytes("scaled_fp8_fwd", 8, 16, 2) == 3 * 8 * 16 * 2 + 2 * 8 * 16 + 4 * 8
     assert bench.minimum_bytes("weighted_bwd", 8, 16, 4) == 5 * 8 * 16 * 4 + 2 * 8 * 4
+    assert bench.minimum_bytes("clamp_fwd", 8, 16, 2) == bench.minimum_bytes("fwd", 8, 16, 2)
+    assert bench.minimum_bytes("clamp_bwd", 8, 16, 2) == bench.minimum_bytes("bwd", 8, 16, 2)
+
+
+def test_input_sets_cycle_the_rotation_within_bounds():
+    floor = bench.minimum_bytes("fwd", 4096, 2048, 2)
+    assert bench.input_sets(floor) * floor >= bench.ROTATION_BYTES
+    assert (bench.input_sets(floor) - 1) * floor < bench.ROTATION_BYTES
+    assert bench.input_sets(bench.ROTATION_BYTES) == 2
+    assert bench.input_sets(1536) == bench.MAX_INPUT_SETS
+    sizes = bench.SIZES["full"]
+    assert max(bench.input_sets(bench.minimum_bytes("fwd", n, h, 2)) for n, h in sizes) <= 11
 
 
 def test_parse_sizes():
@@ -67,10 +81,6 @@ def test_peers_scaled_fp8_copy_is_ours():
     """The peers' scaled fp8 copy (XLA and torch formulas) is the same computation as
     ``fp8_input_store="scaled"`` on ordinary inputs, bit for bit."""
     import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from swiglu_jax import testing
 
     y = 3 * jax.random.normal(jax.random.key(0), (16, 64), jnp.bfloat16)
     expected_q, expected_scale = testing.fp8_scaled_cast(np.asarray(y))
@@ -81,3 +91,78 @@ def test_peers_scaled_fp8_copy_is_ours():
     q, scale = bench._torch_scaled_fp8(torch, torch.from_numpy(np.asarray(y, np.float32)))
     np.testing.assert_array_equal(scale.numpy(), expected_scale)
     np.testing.assert_array_equal(q.view(torch.uint8).numpy(), expected_q.view(np.uint8))
+
+
+# The ops whose every output the float64 reference gives, and how: (reference options,
+# the outputs' names in the op's order).
+CHECKED_OPS = {
+    "fwd": ({}, ("out",)),
+    "bwd": ({}, ("y",)),
+    "bias_bwd": ({}, ("y", "bias")),
+    "weighted_bwd": ({}, ("y", "weights")),
+    "clamp_fwd": (bench.GPT_OSS, ("out",)),
+    "clamp_bwd": (bench.GPT_OSS, ("y",)),
+}
+
+
+def _op_inputs(rng, op, rows=24, hidden=40):
+    """float32 inputs of ``op`` as NumPy arrays, ``y`` wide enough that GPT-OSS's clamp
+    of 7 cuts some of it."""
+    y = 4 * rng.standard_normal((rows, 2 * hidden))
+    g = rng.standard_normal((rows, hidden))
+    extra = {
+        "bias_bwd": (rng.standard_normal(2 * hidden),),
+        "weighted_bwd": (rng.random((rows, 1)),),
+    }
+    arrays = (y,) if op in bench.FORWARD_OPS else (g, y, *extra.get(op, ()))
+    return [a.astype("float32") for a in arrays]
+
+
+def _expected(op, arrays):
+    options, names = CHECKED_OPS[op]
+    if op in bench.FORWARD_OPS:
+        return {"out": testing.swiglu_forward(arrays[0], **options)}, names
+    g, y, *rest = arrays
+    bias = rest[0] if op == "bias_bwd" else None
+    weights = rest[0] if op == "weighted_bwd" else None
+    grads = testing.swiglu_backward(g, y, bias, weights, **options)
+    scales = testing.swiglu_backward(g, y, bias, weights, magnitudes=True, **options)
+    return {k: (v, scales[k]) for k, v in grads.items()}, names
+
+
+def _check_outputs(op, outputs, expected, names):
+    outputs = outputs if isinstance(outputs, tuple | list) else (outputs,)
+    assert len(outputs) == len(names), op
+    for name, actual in zip(names, outputs, strict=True):
+        value, scale = (
+            expected[name] if isinstance(expected[name], tuple) else (expected[name], None)
+        )
+        actual = np.asarray(actual, np.float64).reshape(value.shape)
+        error = testing.relative_error(actual, value, scale)
+        assert error <= 5e-6, (op, name, error)
+
+
+@pytest.mark.parametrize("op", CHECKED_OPS)
+def test_candidates_compute_the_op(rng, op):
+    """What the benchmark times is the op: ours (the XLA implementation on this host),
+    XLA's jnp specification and the torch formulas (Megatron's, GPT-OSS's for the clamp)
+    against the float64 reference."""
+    arrays = _op_inputs(rng, op)
+    expected, names = _expected(op, arrays)
+    jax_args = [jnp.asarray(a) for a in arrays]
+    _check_outputs(op, bench._ours("xla", op)(*jax_args), expected, names)
+    _check_outputs(op, bench._xla(op)(*jax_args), expected, names)
+    torch = pytest.importorskip("torch")
+    formulas = bench._megatron_formulas(torch)
+    outputs = formulas[op](*(torch.from_numpy(a) for a in arrays))
+    outputs = [o.detach() for o in (outputs if isinstance(outputs, tuple) else (outputs,))]
+    _check_outputs(op, tuple(o.numpy() for o in outputs), expected, names)
+
+
+def test_peers_without_a_kernel_say_so():
+    """Liger has no clamp: its clamp rows carry that error, not a crash or a wrong op."""
+    torch = pytest.importorskip("torch")
+    ops = bench._composed(torch, lambda y: y, lambda g, y: y)
+    assert "clamp_fwd" not in ops and "clamp_bwd" not in ops
+    with_clamp = bench._composed(torch, None, None, clamped=("f", "b"))
+    assert with_clamp["clamp_fwd"] == "f" and with_clamp["clamp_bwd"] == "b"

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import math
 
 import torch
 import triton
@@ -247,7 +246,7 @@ def input_sets(op, rows, hidden, dtype, floor_bytes, device="cuda") -> list[tupl
     """Random inputs of ``op`` (``fwd``, ``fp8_fwd``, ``scaled_fp8_fwd``, ``bwd``,
     ``bias_bwd`` or ``weighted_bwd``), as many sets as cycle ``bench.ROTATION_BYTES``
     through the GPU."""
-    sets = max(2, math.ceil(bench.ROTATION_BYTES / floor_bytes))
+    sets = bench.input_sets(floor_bytes)
     gen = torch.Generator(device=device).manual_seed(0)
     found = []
     for _ in range(sets):
