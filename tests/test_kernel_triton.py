@@ -203,12 +203,13 @@ def test_scaled_fp8_store_with_given_scales(rng, dtype):
         BlockConfig,
         block_rows=st.sampled_from([2, 4, 8, 16, 64]),
         block_hidden=st.sampled_from([16, 32, 64, 256]),
+        row_steps=st.sampled_from([1, 2, 3]),
     ),
     save_fp8=st.sampled_from([False, True, "scaled"]),
 )
 def test_any_tiles(data_seed, rows, hidden, dtype, variant, options, config, save_fp8):
-    """Every legal tile shape gives the same answers: interior, ragged and single tiles
-    (at most 20 x 9 of them: interpret mode runs each program in turn)."""
+    """Every legal tile shape and row steps give the same answers: interior, ragged and
+    single tiles (at most 20 x 9 of them: interpret mode runs each program in turn)."""
     rng = np.random.default_rng(data_seed)
     check(rng, rows, hidden, dtype, variant, Options(**options), config, save_fp8)
 
