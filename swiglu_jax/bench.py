@@ -96,6 +96,7 @@ def input_sets(floor_bytes: int) -> int:
     ``ROTATION_BYTES``, at least 2, at most ``MAX_INPUT_SETS``."""
     return min(MAX_INPUT_SETS, max(2, math.ceil(ROTATION_BYTES / max(floor_bytes, 1))))
 
+
 # Device time measured over at least this much kernel time (more calls for small sizes,
 # hundreds for a 13 us kernel): it steadies the smallest sizes, though 20 calls and 380
 # agreed within 0.5% on an H200 (benchmarks/PERF_NOTES.md).
