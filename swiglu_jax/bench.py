@@ -64,7 +64,8 @@ OPS = (
 )  # fmt: skip
 FORWARD_OPS = ("fwd", "fp8_fwd", "scaled_fp8_fwd", "clamp_fwd")  # their input is y alone
 CLAMP_OPS = ("clamp_fwd", "clamp_bwd")
-# GPT-OSS's clamped SwiGLU (the defaults of Transformer Engine's ClampedSwiGLU).
+# GPT-OSS's clamped SwiGLU (the defaults of Transformer Engine's ClampedSwiGLU), in the
+# order the torch ops and Transformer Engine's kernels take them positionally.
 GPT_OSS = {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0}
 SIZES = {
     "quick": [(4096, 2048), (8192, 14336)],
@@ -195,7 +196,7 @@ def _megatron_formulas(torch):
     """Megatron-Core's fused_bias_swiglu formulas, per op, in torch; for the clamp ops,
     GPT-OSS's formula and its derivative written the same way."""
     F = torch.nn.functional
-    limit, alpha, offset = GPT_OSS["clamp_value"], GPT_OSS["alpha"], GPT_OSS["linear_offset"]
+    limit, alpha, offset = GPT_OSS.values()
 
     def swiglu(y):
         a, b = torch.chunk(y, 2, -1)
@@ -224,12 +225,12 @@ def _megatron_formulas(torch):
         return a * torch.sigmoid(alpha * a) * (b + offset)
 
     def gpt_oss_back(g, y):
+        raw_a, raw_b = torch.chunk(y, 2, -1)
         a, b = clamped(y)
         sig = torch.sigmoid(alpha * a)
-        a_free, b_free = torch.chunk(y, 2, -1)
-        a_free, b_free = a_free <= limit, b_free.abs() <= limit
-        da = g * (b + offset) * sig * (1 + alpha * a * (1 - sig)) * a_free
-        return torch.cat((da, g * a * sig * b_free), -1).to(y.dtype)
+        da = g * (b + offset) * sig * (1 + alpha * a * (1 - sig)) * (raw_a <= limit)
+        db = g * a * sig * (raw_b.abs() <= limit)
+        return torch.cat((da, db), -1).to(y.dtype)
 
     return {
         "fwd": swiglu,
@@ -270,7 +271,7 @@ def _composed(torch, forward, backward, clamped=None):
         "bwd": backward,
         "bias_bwd": bias_back,
         "weighted_bwd": weighted_back,
-        **dict(zip(CLAMP_OPS, clamped or (), strict=False)),
+        **({"clamp_fwd": clamped[0], "clamp_bwd": clamped[1]} if clamped else {}),
     }
 
 
@@ -293,7 +294,7 @@ def _transformer_engine_formulas(torch):
     ``tex.clamped_swiglu`` / ``tex.clamped_dswiglu`` with GPT-OSS's constants)."""
     import transformer_engine_torch as tex
 
-    constants = GPT_OSS["clamp_value"], GPT_OSS["alpha"], GPT_OSS["linear_offset"]
+    constants = tuple(GPT_OSS.values())  # limit, alpha, linear offset: tex's order
     return _composed(
         torch,
         lambda y: tex.swiglu(y, None),
@@ -363,7 +364,7 @@ def _bridge_candidate():
         import torch_bridge  # noqa: F401  (registers torch.ops.swiglu_jax)
 
         forward, backward = torch.ops.swiglu_jax.forward, torch.ops.swiglu_jax.backward
-        clamp = GPT_OSS["clamp_value"], GPT_OSS["alpha"], GPT_OSS["linear_offset"]
+        clamp = tuple(GPT_OSS.values())  # the ops' clamp_value, alpha, linear_offset
         fn = {
             "fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, "none")[0],
             "fp8_fwd": lambda y: forward(y, None, None, None, 1.0, 0.0, "cast")[:2],

@@ -221,6 +221,10 @@ class _Tile:
         are read outside loops, where interpret mode can substitute them)."""
         return _Tile(*self.geometry, i=self.i, j=j)
 
+    def at_row_block(self, i) -> _Tile:
+        """The tile of the same columns at row block ``i`` (a loop index, as above)."""
+        return _Tile(*self.geometry, i=i, j=self.j)
+
     def load_halves(self, ref):
         """The gate and linear tiles of the ``(N, 2H)`` ref (unspecified outside the array:
         stores are masked, and reductions mask their terms)."""
@@ -366,14 +370,13 @@ def _backward_kernel(
     if row_steps == 1:
         terms = compute(group)
     else:
-        rows, hidden, bn, bh = tile
         first = group.i * row_steps
 
         def step(k, sums):
-            terms = compute(_Tile(rows, hidden, bn, bh, i=first + k, j=group.j))
+            terms = compute(group.at_row_block(first + k))
             return tuple(s + t for s, t in zip(sums, terms, strict=True)) if has_bias else ()
 
-        zeros = jnp.zeros((bn, bh), jnp.float32)
+        zeros = jnp.zeros(group.mask.shape, jnp.float32)
         terms = jax.lax.fori_loop(0, row_steps, step, (zeros, zeros) if has_bias else ())
     if has_bias:  # (row groups, 2H)
         row = pl.ds(group.i, 1)
