@@ -121,7 +121,7 @@ def _op_inputs(rng, op, rows=24, hidden=40):
 def _expected(op, arrays):
     options, names = CHECKED_OPS[op]
     if op in bench.FORWARD_OPS:
-        return {"out": testing.swiglu_forward(arrays[0], **options)}, names
+        return {"out": (testing.swiglu_forward(arrays[0], **options), None)}, names
     g, y, *rest = arrays
     bias = rest[0] if op == "bias_bwd" else None
     weights = rest[0] if op == "weighted_bwd" else None
@@ -134,9 +134,7 @@ def _check_outputs(op, outputs, expected, names):
     outputs = outputs if isinstance(outputs, tuple | list) else (outputs,)
     assert len(outputs) == len(names), op
     for name, actual in zip(names, outputs, strict=True):
-        value, scale = (
-            expected[name] if isinstance(expected[name], tuple) else (expected[name], None)
-        )
+        value, scale = expected[name]
         actual = np.asarray(actual, np.float64).reshape(value.shape)
         error = testing.relative_error(actual, value, scale)
         assert error <= 5e-6, (op, name, error)
