@@ -260,43 +260,47 @@ def test_default_config_serves_all_sizes(whole_rows):
     for rows in (1, 3, 1000, 4096, 32768):
         for hidden in (1, 5, 128, 2048, 11008, 14336):
             config = kernels.default_config(rows, hidden, jnp.bfloat16, whole_rows=whole_rows)
-            small = rows * hidden < kernels.SMALL_GRID_OUTPUTS and not whole_rows
-            if small:  # half the tile, half the elements a thread
+            small = rows * hidden < kernels.SMALL_GRID_OUTPUTS
+            if small and not whole_rows:  # half the tile
                 most_elements, widest = kernels.SMALL_TILE_ELEMENTS, kernels.SMALL_TILE_ELEMENTS
-                wanted_per_thread = kernels.SMALL_ELEMENTS_PER_THREAD
             else:  # one row of up to MAX_BLOCK_HIDDEN columns where H fills TILE_ELEMENTS
                 most_elements, widest = kernels.TILE_ELEMENTS, kernels.MAX_BLOCK_HIDDEN
-                wanted_per_thread = kernels.ELEMENTS_PER_THREAD
+            wanted_per_thread = (
+                kernels.SMALL_ELEMENTS_PER_THREAD if small else kernels.ELEMENTS_PER_THREAD
+            )
             tile = config.block_rows * config.block_hidden
             assert config.block_hidden == min(kernels.next_power_of_2(hidden), widest)
             assert config.block_rows == 1 or tile <= most_elements
             if whole_rows and hidden <= kernels.MAX_BLOCK_HIDDEN:
                 assert config.block_hidden >= hidden
-            # wanted_per_thread a thread where 4 warps to the most allow it: fewer in the
-            # backward and where the forward stores float32's fp8 copy.
+            # wanted_per_thread a thread where 4 warps to the most allow it: in large
+            # grids fewer in the backward and where the forward stores float32's fp8 copy.
+            fewer = kernels.MAX_WARPS if small else kernels.MAX_WARPS_BACKWARD
             for dtype, flags, most in (
                 (jnp.bfloat16, {}, kernels.MAX_WARPS),
                 (jnp.bfloat16, {"stores_fp8": True}, kernels.MAX_WARPS),
-                (jnp.float32, {"stores_fp8": True}, kernels.MAX_WARPS_BACKWARD),
-                (jnp.float32, {"backward": True}, kernels.MAX_WARPS_BACKWARD),
+                (jnp.float32, {"stores_fp8": True}, fewer),
+                (jnp.float32, {"backward": True}, fewer),
             ):
                 flags = {**flags, "whole_rows": whole_rows}
                 warps = kernels.default_config(rows, hidden, dtype, **flags).num_warps
                 assert 4 <= warps <= most
                 per_thread = tile // (32 * warps)
                 assert per_thread == wanted_per_thread or warps in (4, most)
-            reducing = kernels.default_config(rows, hidden, jnp.bfloat16, reduces_rows=True)
-            # Tall tiles when rows are reduced: few float32 partial rows per output row.
-            tall, _, warps = kernels.XLA_16BIT_REDUCING_TILE  # bfloat16, compiled by XLA
-            assert reducing.block_rows >= min(tall, kernels.next_power_of_2(rows))
-            assert reducing.num_warps == warps
-            for dtype, compiler in ((jnp.float32, "xla"), (jnp.bfloat16, "triton")):
-                tile = kernels.default_config(
-                    rows, hidden, dtype, reduces_rows=True, compiler=compiler
-                )
-                tall, _, warps = kernels.REDUCING_TILE
-                assert tile.block_rows >= min(tall, kernels.next_power_of_2(rows))
-                assert tile.num_warps == warps
+            # Tall tiles and several row blocks a program when rows are reduced: few
+            # float32 partial rows per output row, and no row steps past the last row.
+            for dtype, wanted in (
+                (jnp.bfloat16, kernels.REDUCING_TILE_16BIT),
+                (jnp.float16, kernels.REDUCING_TILE_16BIT),
+                (jnp.float32, kernels.REDUCING_TILE),
+            ):
+                tall, wide, warps, steps = wanted
+                reducing = kernels.default_config(rows, hidden, dtype, reduces_rows=True)
+                assert reducing.block_hidden == min(kernels.next_power_of_2(hidden), wide)
+                assert reducing.block_rows >= min(tall, kernels.next_power_of_2(rows))
+                assert reducing.num_warps == warps
+                row_blocks = -(-rows // reducing.block_rows)
+                assert reducing.row_steps == min(steps, row_blocks)
     # The grid measured: 4096 x 2048 outputs, 1 x 1024 tiles of 8 warps, forward and
     # backward; at and beyond SMALL_GRID_OUTPUTS the wide rows' tiles.
     for backward in (False, True):
@@ -305,14 +309,16 @@ def test_default_config_serves_all_sizes(whole_rows):
         )
     assert kernels.default_config(4096, 4096, jnp.bfloat16) == BlockConfig(1, 4096, num_warps=16)
 
-    # The backward: whole rows with weights (their gradient sums each row), the reducing
-    # tile with a bias, default tiles otherwise.
-    def backward(**flags):
-        return kernels.backward_config(4096, 2048, jnp.bfloat16, **flags)
+    # The backward: whole rows with weights (their gradient sums each row: 16 warps at
+    # 4096 x 2048, 4 elements a thread), the reducing tile with a bias, default tiles
+    # otherwise.
+    def backward(dtype=jnp.bfloat16, **flags):
+        return kernels.backward_config(4096, 2048, dtype, **flags)
 
-    assert backward(bias=False, weights=True) == BlockConfig(1, 2048, num_warps=8)
-    assert backward(bias=True, weights=True) == kernels.default_config(
-        4096, 2048, jnp.bfloat16, reduces_rows=True
+    assert backward(bias=False, weights=True) == BlockConfig(1, 2048, num_warps=16)
+    assert backward(bias=True, weights=True) == BlockConfig(16, 128, num_warps=4, row_steps=8)
+    assert backward(jnp.float32, bias=True, weights=False) == BlockConfig(
+        32, 128, num_warps=4, row_steps=4
     )
     assert backward(bias=False, weights=False) == BlockConfig(1, 1024, num_warps=8)
 

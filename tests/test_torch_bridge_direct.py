@@ -55,6 +55,7 @@ def expected_arrays(direction, rows, hidden, dtype, variant, store):
     else:
         config = kernels.default_config(rows, hidden, dtype, stores_fp8=store != "none")
     row_blocks = -(-rows // config.block_rows)
+    row_groups = -(-rows // (config.block_rows * config.row_steps))  # a backward program's
     hidden_blocks = -(-hidden // config.block_hidden)
     fp8 = store != "none"
     scaled = [((rows, 1), "float32")] if store == "scaled" else []
@@ -70,8 +71,9 @@ def expected_arrays(direction, rows, hidden, dtype, variant, store):
         grid = (1, row_blocks, 1) if scaled else grid  # whole rows per program
     else:
         inputs += scaled
+        grid = (hidden_blocks, row_groups, 1)
         outputs = [((rows, 2 * hidden), dtype)]
-        outputs += [((row_blocks, 2 * hidden), "float32")] if bias else []
+        outputs += [((row_groups, 2 * hidden), "float32")] if bias else []
         outputs += [((rows, hidden_blocks), "float32")] if weights else []
     return tuple(inputs), tuple(outputs), grid, config.num_warps
 
@@ -356,14 +358,8 @@ class InterpretLauncher:
                 save_fp8 = {1: False, 2: True, 3: "scaled"}[len(ir.results)]
                 kernels.forward(y, bias, weights, self.opts, save_fp8=save_fp8, interpret=True)
             else:
-                # The direct launch's block config: the reducing tile for upstream triton.
                 config = kernels.backward_config(
-                    rows,
-                    two_h // 2,
-                    g.dtype,
-                    bias=bias is not None,
-                    weights=weights is not None,
-                    compiler="triton",
+                    rows, two_h // 2, g.dtype, bias=bias is not None, weights=weights is not None
                 )
                 static = dict(dy_dtype=g.dtype, y_scale=y_scale, interpret=True, config=config)
                 kernels.backward_partials(g, y, bias, weights, self.opts, **static)
@@ -438,23 +434,16 @@ def test_weights_partial_sums_reduce_to_the_gradient(blocks):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-def test_direct_launch_takes_the_upstream_reducing_tile(dtype):
-    """The bias backward compiled by upstream triton (the direct launch) gets
-    ``REDUCING_TILE`` in every dtype; compiled by XLA, 16-bit types get
-    ``XLA_16BIT_REDUCING_TILE``: different row blocks of partial sums and warps."""
-    tall, wide, warps = kernels.REDUCING_TILE
-    args = (1000, 1408, dtype, dtype, dtype, None, Options())
-    upstream = triton_ir.backward_ir(*args, compiler="triton")
-    assert upstream.results[1] == ((-(-1000 // tall), 2 * 1408), "float32")
-    assert upstream.grid == (-(-1408 // wide), -(-1000 // tall), 1)
-    assert upstream.num_warps == warps
-    xla = triton_ir.backward_ir(*args)
-    if dtype == "bfloat16":
-        tall, wide, warps = kernels.XLA_16BIT_REDUCING_TILE
-    assert xla.results[1] == ((-(-1000 // tall), 2 * 1408), "float32")
-    assert xla.num_warps == warps
-    with pytest.raises(ValueError, match="compiler"):
-        kernels.default_config(8, 8, "bfloat16", compiler="nvcc")
+def test_bias_backward_groups_rows(dtype):
+    """The bias backward's kernel covers ``row_steps`` row blocks a program, so its
+    float32 partial sums have one row per row group; the last group is ragged."""
+    tile = kernels.REDUCING_TILE_16BIT if dtype == "bfloat16" else kernels.REDUCING_TILE
+    tall, wide, warps, steps = tile
+    ir = triton_ir.backward_ir(1000, 1408, dtype, dtype, dtype, None, Options())
+    groups = -(-1000 // (tall * steps))
+    assert ir.results[1] == ((groups, 2 * 1408), "float32")
+    assert ir.grid == (-(-1408 // wide), groups, 1)
+    assert ir.num_warps == warps
 
 
 @pytest.mark.parametrize("rows, columns", [(1, 10), (64, 4096), (65, 37)])

@@ -2,16 +2,15 @@
 
 The JAX path hands each CUDA call to JAX through DLPack: an import with its stream
 handshake, PJRT's dispatch and an export, hundreds of microseconds of host time per call
-(benchmarks/PERF_NOTES.md). Here the same Pallas kernels (:mod:`swiglu_jax.kernels.triton`,
-with the same block configs but for the bias backward's tile, chosen for upstream
-triton's compiler: ``default_config(compiler="triton")``) are lowered once per shape,
-dtypes and options to their Triton IR (:mod:`swiglu_jax.kernels.triton_ir`), compiled by
-the ``triton`` package that torch ships for the tensor's GPU, and launched by triton's
-launcher on torch's current stream with the tensors' data pointers. The bias gradient's
-float32 partial sums are summed by the JAX path's own kernel for them, launched the same
-way; the weights gradient's by torch. Outputs and partial sums are allocated by torch's
-caching allocator on that stream, so ordering and memory reuse are torch's own, as for
-any torch op.
+(benchmarks/PERF_NOTES.md). Here the same Pallas kernels
+(:mod:`swiglu_jax.kernels.triton`, with the same block configs) are lowered once per
+shape, dtypes and options to their Triton IR (:mod:`swiglu_jax.kernels.triton_ir`),
+compiled by the ``triton`` package that torch ships for the tensor's GPU, and launched
+by triton's launcher on torch's current stream with the tensors' data pointers. The bias
+gradient's float32 partial sums are summed by the JAX path's own kernel for them,
+launched the same way; the weights gradient's by torch. Outputs and partial sums are
+allocated by torch's caching allocator on that stream, so ordering and memory reuse are
+torch's own, as for any torch op.
 
 Switch: ``TORCH_BRIDGE_LAUNCH=direct`` (the default) or ``jax`` in the environment, or
 :func:`set_launch` at run time. The direct path takes CUDA tensors of the
@@ -338,9 +337,7 @@ def backward(g, y, bias, weights, clamp_value, alpha, linear_offset, y_scale=Non
         _check_dtypes(y.device, (g, y, bias, weights, y_scale), fp8=y.dtype == FP8)
         opts = Options(clamp_value, alpha, linear_offset)
         names = (_name(g.dtype), _name(y.dtype), _name(bias_dtype), _name(weights_dtype))
-        return triton_ir.backward_ir(
-            rows, hidden, *names, opts, _name(scale_dtype), compiler="triton"
-        )
+        return triton_ir.backward_ir(rows, hidden, *names, opts, _name(scale_dtype))
 
     launcher = _launcher(key, y.device, make_ir)
     if launcher is None:

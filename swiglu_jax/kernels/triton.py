@@ -62,21 +62,26 @@ MAX_WARPS_BACKWARD = 8  # and the float32 forward with the fp8 store
 # a thread: twice the programs, each half as long. Measured at 4096 x 2048 on an H100,
 # side by side (PERF_NOTES.md, session 7): 1 x 1024 with 8 warps read 93.9 / 95.0% of
 # copy (bf16 forward / backward) where 1 x 2048 with 8 read 91.2 / 94.3% and XLA's
-# fusion 93.7 / 95.0%; float32 within a point either way.
+# fusion 93.7 / 95.0%; float32 within a point either way. Kernels that need whole rows
+# keep them, 4 elements a thread too: the weighted backward at 4096 x 2048 read 95.7 /
+# 97.9% (bf16 / float32) with 1 x 2048 and 16 warps, 94.2 / 97.2% with 8 (session 9).
 SMALL_GRID_OUTPUTS = 2**24
 SMALL_TILE_ELEMENTS = 1024
 SMALL_ELEMENTS_PER_THREAD = 4
-# With a fused row reduction (the bias gradient) every tile writes one float32 partial
-# row per hidden column, so tiles are tall: 32 rows keep those partials to 4 / (32 * 2) =
-# 6% of the bfloat16 gradient's bytes (8-row tiles made them 25%, 77% of copy bandwidth
-# on an H100). Six tiles measured under both compilers of the IR (H200 and H100,
-# PERF_NOTES.md): 32 x 128 with 4 warps is the fastest under upstream triton
-# (torch_bridge's direct launch), by 10-50%: there 64 x 128 with 8 warps takes 128
-# registers a thread. Under XLA's compilation (the JAX path) 32 x 128 is 15-20% ahead in
-# float32, while 64 x 128 with 8 warps keeps 2-3 points in 16-bit types.
-COMPILERS = ("xla", "triton")  # who compiles the Triton IR: the JAX path, the direct launch
-REDUCING_TILE = (32, 128, 4)  # rows, columns, warps
-XLA_16BIT_REDUCING_TILE = (64, 128, 8)
+# With a fused row reduction (the bias gradient) every program writes one float32
+# partial row per hidden column, so programs cover many rows: a tall tile, and a loop over
+# `row_steps` row blocks whose terms are added in registers and summed across warps once.
+# 128 rows a program keep those partials to 4 / (128 * 2) = 1.6% of the bfloat16
+# gradient's bytes. Eight tiles measured side by side on an H100 under both compilers of
+# the IR, at 4096 x 4096, 4096 x 8192 and 8192 x 28672 (PERF_NOTES.md, session 9):
+# 16 x 128 with 4 warps and 8 steps in 16-bit types read 83.0 / 87.7 / 94.8% of copy on
+# the JAX path and 76.7 / 84.0 / 95.9% in the direct launch, where the one-step tiles
+# of session 6 (64 x 128 with 8 warps under XLA, 32 x 128 with 4 under upstream triton)
+# read 79.0 / 86.3 / 94.3 and 73.1 / 83.2 / 92.1; 32 x 128 with 4 warps and 4 steps in
+# float32 read 89.3 / 93.3 / 97.2 (JAX path, was 86.5 / 91.8 / 96.8) and 87.0 / 92.9 /
+# 97.4 (direct launch, was 88.5 / 93.3 / 96.6: within noise). One tile for both.
+REDUCING_TILE = (32, 128, 4, 4)  # rows, columns, warps, row steps
+REDUCING_TILE_16BIT = (16, 128, 4, 8)
 
 
 def default_config(
@@ -88,63 +93,47 @@ def default_config(
     backward: bool = False,
     stores_fp8: bool = False,
     whole_rows: bool = False,
-    compiler: str = "xla",
 ) -> BlockConfig:
     """Tiles of ``TILE_ELEMENTS`` outputs (one row of up to ``MAX_BLOCK_HIDDEN`` where
     ``H`` is wider), as wide as the hidden size allows, ``ELEMENTS_PER_THREAD`` a thread
     from 4 to ``MAX_WARPS`` warps (``MAX_WARPS_BACKWARD`` for the ``backward`` kernel, and
-    for the forward that ``stores_fp8`` of float32 inputs); in grids of fewer than
-    ``SMALL_GRID_OUTPUTS`` outputs, tiles of up to ``SMALL_TILE_ELEMENTS`` with
-    ``SMALL_ELEMENTS_PER_THREAD`` a thread, unless the kernel needs ``whole_rows`` in a
-    tile (the scaled fp8 store's one read of a row); or,
-    when the kernel also reduces over rows, ``REDUCING_TILE`` (``XLA_16BIT_REDUCING_TILE``
-    for a 16-bit ``dtype`` compiled by XLA). ``compiler``: one of ``COMPILERS``.
+    for the forward that ``stores_fp8`` of float32 inputs). Grids of fewer than
+    ``SMALL_GRID_OUTPUTS`` outputs take ``SMALL_ELEMENTS_PER_THREAD`` a thread, up to
+    ``MAX_WARPS``, in tiles of ``SMALL_TILE_ELEMENTS``, or of whole rows where the kernel
+    needs them in one tile (``whole_rows``: the weights gradient's row sums, the scaled
+    fp8 store's one read of a row). When the kernel also ``reduces_rows``,
+    ``REDUCING_TILE`` (``REDUCING_TILE_16BIT`` for a 16-bit ``dtype``).
 
     Triton needs power-of-two tiles; edge tiles are masked, so no size is excluded.
     """
-    if compiler not in COMPILERS:
-        raise ValueError(f"compiler must be one of {COMPILERS}, got {compiler!r}")
     if reduces_rows:
         sixteen_bit = jnp.dtype(dtype).itemsize == 2
-        tall, wide, warps = (
-            XLA_16BIT_REDUCING_TILE if compiler == "xla" and sixteen_bit else REDUCING_TILE
-        )
+        tall, wide, warps, steps = REDUCING_TILE_16BIT if sixteen_bit else REDUCING_TILE
         block_hidden = min(next_power_of_2(hidden), wide)
         block_rows = min(next_power_of_2(max(rows, 1)), tall * wide // block_hidden)
-        return BlockConfig(block_rows, block_hidden, num_warps=warps)
+        steps = min(steps, pl.cdiv(max(rows, 1), block_rows))
+        return BlockConfig(block_rows, block_hidden, num_warps=warps, row_steps=steps)
     # One tile shape serves every dtype otherwise: the output tile bounds the registers.
-    if rows * hidden < SMALL_GRID_OUTPUTS and not whole_rows:
-        tile, widest, per_thread = (
-            SMALL_TILE_ELEMENTS,
-            SMALL_TILE_ELEMENTS,
-            SMALL_ELEMENTS_PER_THREAD,
-        )
-    else:
-        tile, widest, per_thread = TILE_ELEMENTS, MAX_BLOCK_HIDDEN, ELEMENTS_PER_THREAD
+    tile, widest, per_thread = TILE_ELEMENTS, MAX_BLOCK_HIDDEN, ELEMENTS_PER_THREAD
+    small = rows * hidden < SMALL_GRID_OUTPUTS
+    if small:
+        per_thread = SMALL_ELEMENTS_PER_THREAD
+        if not whole_rows:
+            tile = widest = SMALL_TILE_ELEMENTS
     block_hidden = min(next_power_of_2(hidden), widest)
     block_rows = min(next_power_of_2(max(rows, 1)), max(1, tile // block_hidden))
     fewer = backward or (stores_fp8 and jnp.dtype(dtype).itemsize == 4)
-    most = MAX_WARPS_BACKWARD if fewer else MAX_WARPS
+    most = MAX_WARPS_BACKWARD if fewer and not small else MAX_WARPS
     num_warps = min(most, max(4, block_rows * block_hidden // (32 * per_thread)))
     return BlockConfig(block_rows, block_hidden, num_warps=num_warps)
 
 
-def backward_config(
-    rows: int, hidden: int, dtype, *, bias: bool, weights: bool, compiler: str = "xla"
-) -> BlockConfig:
+def backward_config(rows: int, hidden: int, dtype, *, bias: bool, weights: bool) -> BlockConfig:
     """The backward kernel's tiles: with a ``bias``, the reducing tile (its gradient sums
     over rows); with ``weights``, whole rows where they fit one tile (their gradient sums
     each row: at 4096 x 2048 on an H100, 1024-column tiles read 91.2% of copy in bf16
     against 93.9% with whole rows, PERF_NOTES.md, session 8); else ``default_config``'s."""
-    return default_config(
-        rows,
-        hidden,
-        dtype,
-        reduces_rows=bias,
-        backward=True,
-        whole_rows=weights,
-        compiler=compiler,
-    )
+    return default_config(rows, hidden, dtype, reduces_rows=bias, backward=True, whole_rows=weights)
 
 
 # The scaled store's forward sweeps rows wider than one tile twice (module doc), and the

@@ -4,8 +4,7 @@ Pallas lowers a ``pallas_call`` with ``pltriton.CompilerParams`` to one custom c
 ``__gpu$xla.gpu.triton``, whose backend config carries the kernel as a Triton IR (TTIR)
 module in MLIR bytecode, with its launch parameters (``grid_x/y/z``, ``num_warps``,
 ``num_stages``, ``name``). XLA compiles that module with its bundled Triton. Here the same
-kernels (those of :mod:`swiglu_jax.kernels.triton`, same block configs, but for the
-bias backward's tile where the caller says ``compiler="triton"``) are lowered for
+kernels (those of :mod:`swiglu_jax.kernels.triton`, same block configs) are lowered for
 CUDA on any host and the module is printed as text, which the ``triton`` package parses
 (checked with triton 3.6 and 3.8, jax 0.11.2 and 0.12) and compiles itself.
 
@@ -136,7 +135,6 @@ def backward_ir(
     weights_dtype: str | None,
     opts: Options,
     y_scale_dtype: str | None = None,
-    compiler: str = "xla",
 ) -> KernelIR:
     """The backward kernel for ``g`` ``(rows, hidden)`` (whose dtype ``dy`` takes) and the
     forward's inputs (``y`` possibly the float8_e4m3fn copy, with the scaled store's row
@@ -145,16 +143,13 @@ def backward_ir(
     ``(rows, 2H)``, then with ``bias`` its float32 partial sums ``(row groups, 2H)`` and
     with ``weights`` theirs ``(rows, hidden blocks)``, which the caller reduces: the
     bias's with :func:`sum_rows_ir`'s kernel, the weights' (sum over axis 1) itself, then
-    casts to the dtype of ``weights``. ``compiler``: who compiles the IR
-    (``kernels.COMPILERS``; ``"triton"`` for a launcher that compiles it with the
-    ``triton`` package), for the block config. Raises as :func:`forward_ir`."""
+    casts to the dtype of ``weights``. Raises as :func:`forward_ir`."""
     config = kernels.backward_config(
         rows,
         hidden,
         jnp.dtype(g_dtype),
         bias=bias_dtype is not None,
         weights=weights_dtype is not None,
-        compiler=compiler,
     )
 
     def backward(g, y, bias, weights, y_scale):
