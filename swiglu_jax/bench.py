@@ -615,6 +615,51 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def summary(result: dict) -> str:
+    """Markdown: for each op and dtype, a line per size with each of our
+    implementations' % of copy bandwidth, the first one's ratio to the best peer and
+    that peer; then per op and dtype the ranges over all sizes (what RESULTS.md quotes)."""
+    ours = list(dict.fromkeys(r["implementation"] for r in result["results"] if r["ours"]))
+    groups = {}
+    for r in result["results"]:
+        if "us" in r:
+            key = (r["op"], r["dtype"], r["rows"], r["two_h"])
+            groups.setdefault(key, {})[r["implementation"]] = r
+    percent = lambda r: f"{r['pct_copy']:.1f}" if r else "-"
+    lines = [
+        f"copy {result['copy_GBps']:.0f} GB/s; {result.get('environment', {})}",
+        "",
+        "| op | dtype | N x 2H | " + " | ".join(f"{name} %" for name in ours)
+        + " | vs best peer | best peer (%) |",
+        "|---|---|---|" + "---:|" * len(ours) + "---:|---|",
+    ]  # fmt: skip
+    ranges = {}
+    for (op, dtype, rows, two_h), found in groups.items():
+        peers = [r for r in found.values() if not r["ours"]]
+        best = min(peers, key=lambda r: r["us"]) if peers else None
+        first = found.get(ours[0]) if ours else None
+        ratio = best["us"] / first["us"] if best and first else None
+        cells = [percent(found.get(name)) for name in ours]
+        lines.append(
+            f"| {op} | {dtype} | {rows}x{two_h} | " + " | ".join(cells)
+            + f" | {f'{ratio:.2f}' if ratio else '-'}"
+            + f" | {f'{best['implementation']} ({best['pct_copy']:.1f})' if best else '-'} |"
+        )  # fmt: skip
+        span = ranges.setdefault((op, dtype), {"pct": [], "ratio": []})
+        if first:
+            span["pct"].append(first["pct_copy"])
+        if ratio:
+            span["ratio"].append(ratio)
+    spread = lambda v, f: f"{min(v):{f}}-{max(v):{f}}" if v else "-"
+    lines += ["", f"| op | dtype | {ours[0] if ours else 'ours'} % | vs best peer |"]
+    lines.append("|---|---|---:|---:|")
+    for (op, dtype), span in ranges.items():
+        lines.append(
+            f"| {op} | {dtype} | {spread(span['pct'], '.1f')} | {spread(span['ratio'], '.2f')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def plot(result: dict, path: str) -> bool:
     """% of copy bandwidth against size, one panel per op and dtype; False without
     matplotlib."""
@@ -716,6 +761,8 @@ def main(argv: list[str] | None = None) -> int:
         min_measured_seconds=args.min_device_ms * 1e-3,
     )
     save(result)
+    with open(os.path.join(args.out, "bench-summary.md"), "w") as f:
+        f.write(summary(result))
     plotted = plot(result, os.path.join(args.out, "bench.png"))
     print(
         f"\n{device.device_kind}, jax {jax.__version__}, copy bandwidth "

@@ -136,22 +136,35 @@ def backward_config(rows: int, hidden: int, dtype, *, bias: bool, weights: bool)
     return default_config(rows, hidden, dtype, reduces_rows=bias, backward=True, whole_rows=weights)
 
 
-# The scaled store's forward sweeps rows wider than one tile twice (module doc), and the
-# second sweep must find the row still in L2: fewer rows in flight per SM (more warps a
-# program) and wider tiles. Measured on an H100 (PERF_NOTES.md): 16 warps for 16-bit
-# and 32 for 32-bit inputs (16 or 8 elements of each half a thread), tiles of 4096 or
-# 8192 columns, whichever pads the row less: 78-97% of copy bandwidth where 1 x 4096
-# tiles of 8 warps gave 62-90%.
+# The scaled store's forward reads a row that fits one tile once, each thread taking one
+# 16-byte load of each half (8 elements of a 16-bit type, 4 of float32) with up to
+# MAX_WARPS warps. Measured side by side on an H100 (PERF_NOTES.md, session 9): at 4096 x
+# 2048 in bf16 1 x 2048 with 8 warps read 90.8% of copy, with 16 84.7%; in float32 16
+# warps 97.0%, 8 94.8%; at 4096 x 4096 in float32, 1 x 4096 with 16 warps 98.5%, 8 96.3%.
+SWEEP_BYTES_PER_THREAD = 16
+# It sweeps rows wider than one tile twice (module doc), and the second sweep must find
+# the row still in L2: fewer rows in flight per SM (more warps a program) and wider tiles.
+# Measured on an H100 (PERF_NOTES.md): 16 warps for 16-bit and 32 for 32-bit inputs (16
+# or 8 elements of each half a thread), tiles of 4096 or 8192 columns, whichever pads the
+# row less: 78-97% of copy bandwidth where 1 x 4096 tiles of 8 warps gave 62-90%; one
+# 16384-column tile a row (one read) gave 62-80% (session 9).
 SWEEP_BLOCK_HIDDEN = (8192, 4096)  # ties go to the wider
 
 
 def sweep_config(rows: int, hidden: int, dtype) -> BlockConfig:
-    """The scaled store's forward tiles where a row spans several of ``default_config``'s:
-    one row a program, ``SWEEP_BLOCK_HIDDEN`` columns, 8 warps per byte of ``dtype``."""
+    """The scaled store's forward tiles: where a row fits ``MAX_BLOCK_HIDDEN`` columns,
+    whole rows in tiles of up to ``TILE_ELEMENTS``, ``SWEEP_BYTES_PER_THREAD`` of each half
+    a thread; else one row a program, ``SWEEP_BLOCK_HIDDEN`` columns, 8 warps per byte of
+    ``dtype``."""
+    itemsize = jnp.dtype(dtype).itemsize
     if hidden <= MAX_BLOCK_HIDDEN:
-        return default_config(rows, hidden, dtype, stores_fp8=True, whole_rows=True)
+        block_hidden = next_power_of_2(hidden)
+        block_rows = min(next_power_of_2(max(rows, 1)), max(1, TILE_ELEMENTS // block_hidden))
+        per_thread = SWEEP_BYTES_PER_THREAD // itemsize
+        warps = min(MAX_WARPS, max(4, block_rows * block_hidden // (32 * per_thread)))
+        return BlockConfig(block_rows, block_hidden, num_warps=warps)
     block_hidden = min(SWEEP_BLOCK_HIDDEN, key=lambda bh: pl.cdiv(hidden, bh) * bh)
-    return BlockConfig(1, block_hidden, num_warps=8 * jnp.dtype(dtype).itemsize)
+    return BlockConfig(1, block_hidden, num_warps=8 * itemsize)
 
 
 # Pallas' Triton lowering switches to 64-bit offsets only for arrays above 2^32 bytes,
