@@ -40,34 +40,38 @@ from swiglu_jax.kernels.config import BlockConfig, next_power_of_2
 FP8_DTYPE = _math.FP8_DTYPE
 KERNEL_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.float32))
 
-# Tile shapes chosen by measurement (benchmarks/PERF_NOTES.md, H100): one row of up to
-# 4096 contiguous columns per program beat every taller, narrower tile of the same size
-# (8 x 1024: 85-96% of copy bandwidth; 1 x 4096: 93-98%). At H = 2048 one row and two
-# were within noise in the benchmark; one row is Liger's tiling.
+# Tile shapes chosen by measurement (benchmarks/PERF_NOTES.md, H100). The elementwise
+# kernels (the forward without the fp8 store, the backward without a reduction) take
+# narrow tiles at every size: one row of up to NARROW_TILE_ELEMENTS columns,
+# NARROW_ELEMENTS_PER_THREAD a thread (1 x 1024 with 8 warps). Side by side at the
+# benchmark's sizes from 8192 x 4096 to 32768 x 14336 (session 9, gaps.py perthread_*):
+# forward bf16 101.2-103.0% of copy where 1 x 4096 with 16 warps (8 a thread) read
+# 99.5-101.8 and XLA's fusion 101.3-102.8; float32 +0.3-0.5 points; backward +0.6-1.6
+# points in both dtypes, level with XLA. At 4096 x 2048 they read 93.9 / 95.0% (bf16
+# forward / backward, session 7) where 1 x 2048 with 8 warps read 91.2 / 94.3.
+NARROW_TILE_ELEMENTS = 1024
+NARROW_ELEMENTS_PER_THREAD = 4
+# The forward with the fp8 store and kernels that need whole rows (the weighted backward,
+# whose weights gradient sums each row) take wide tiles in large grids: TILE_ELEMENTS
+# outputs, one row of up to MAX_BLOCK_HIDDEN contiguous columns per program (8 x 1024:
+# 85-96% of copy bandwidth; 1 x 4096: 93-98%), ELEMENTS_PER_THREAD a thread (one 16-byte
+# load of a 16-bit half, two of float32), from 4 up to 16 warps, or up to 8 (16 elements
+# a thread in 1 x 4096 tiles) in the backward and in the float32 forward with the fp8
+# store. Measured with 1 x 4096 tiles, 8 against 16 warps, side by side (session 7): 16
+# warps 6-9 points ahead in the 16-bit forward with the fp8 store (H200); 8 warps 2.4
+# ahead in the 16-bit weighted backward and 6 in the float32 forward with the fp8 store.
+# The fp8 store at 4 elements a thread (session 9): within a point either way.
 TILE_ELEMENTS = 2048
 MAX_BLOCK_HIDDEN = 4096
-# Warps to give each thread 8 elements of the tile (one 16-byte load of a 16-bit half,
-# two of float32), from 4 up to 16, or up to 8 (16 elements a thread in 1 x 4096 tiles)
-# in the backward and in the float32 forward with the fp8 store. Measured with 1 x 4096
-# tiles, 8 against 16 warps, side by side (PERF_NOTES.md, session 7): 16 warps are
-# 0.6-1.3 points of copy bandwidth ahead in the plain forward (H100 and H200) and 6-9
-# ahead in the 16-bit forward with the fp8 store (H200); 8 warps are 0.4-1.1 ahead in
-# the backward on the H200 (the H100: within 0.4 either way at LLM sizes), 2.4 in the
-# 16-bit weighted backward, and 6 in the float32 forward with the fp8 store.
 ELEMENTS_PER_THREAD = 8
 MAX_WARPS = 16
 MAX_WARPS_BACKWARD = 8  # and the float32 forward with the fp8 store
 # Grids of fewer outputs than SMALL_GRID_OUTPUTS (under 8 waves of threads at 8 elements
-# a thread on a 132-SM GPU) take tiles of SMALL_TILE_ELEMENTS with SMALL_ELEMENTS_PER_THREAD
-# a thread: twice the programs, each half as long. Measured at 4096 x 2048 on an H100,
-# side by side (PERF_NOTES.md, session 7): 1 x 1024 with 8 warps read 93.9 / 95.0% of
-# copy (bf16 forward / backward) where 1 x 2048 with 8 read 91.2 / 94.3% and XLA's
-# fusion 93.7 / 95.0%; float32 within a point either way. Kernels that need whole rows
-# keep them, 4 elements a thread too: the weighted backward at 4096 x 2048 read 95.7 /
-# 97.9% (bf16 / float32) with 1 x 2048 and 16 warps, 94.2 / 97.2% with 8 (session 9).
+# a thread on a 132-SM GPU) take narrow tiles in every kernel, whole rows where a kernel
+# needs them, NARROW_ELEMENTS_PER_THREAD a thread: the weighted backward at 4096 x 2048
+# read 95.7 / 97.9% (bf16 / float32) with 1 x 2048 and 16 warps, 94.2 / 97.2% with 8
+# (session 9).
 SMALL_GRID_OUTPUTS = 2**24
-SMALL_TILE_ELEMENTS = 1024
-SMALL_ELEMENTS_PER_THREAD = 4
 # With a fused row reduction (the bias gradient) every program writes one float32
 # partial row per hidden column, so programs cover many rows: a tall tile, and a loop over
 # `row_steps` row blocks whose terms are added in registers and summed across warps once.
@@ -94,15 +98,15 @@ def default_config(
     stores_fp8: bool = False,
     whole_rows: bool = False,
 ) -> BlockConfig:
-    """Tiles of ``TILE_ELEMENTS`` outputs (one row of up to ``MAX_BLOCK_HIDDEN`` where
-    ``H`` is wider), as wide as the hidden size allows, ``ELEMENTS_PER_THREAD`` a thread
-    from 4 to ``MAX_WARPS`` warps (``MAX_WARPS_BACKWARD`` for the ``backward`` kernel, and
-    for the forward that ``stores_fp8`` of float32 inputs). Grids of fewer than
-    ``SMALL_GRID_OUTPUTS`` outputs take ``SMALL_ELEMENTS_PER_THREAD`` a thread, up to
-    ``MAX_WARPS``, in tiles of ``SMALL_TILE_ELEMENTS``, or of whole rows where the kernel
-    needs them in one tile (``whole_rows``: the weights gradient's row sums, the scaled
-    fp8 store's one read of a row). When the kernel also ``reduces_rows``,
-    ``REDUCING_TILE`` (``REDUCING_TILE_16BIT`` for a 16-bit ``dtype``).
+    """Narrow tiles (one row of up to ``NARROW_TILE_ELEMENTS`` columns,
+    ``NARROW_ELEMENTS_PER_THREAD`` a thread) for the elementwise kernels, and for every
+    kernel in grids of fewer than ``SMALL_GRID_OUTPUTS`` outputs; where the forward
+    ``stores_fp8`` or the kernel needs ``whole_rows`` in a tile (the weights gradient's
+    row sums), in large grids tiles of ``TILE_ELEMENTS`` outputs (one row of up to
+    ``MAX_BLOCK_HIDDEN``), ``ELEMENTS_PER_THREAD`` a thread from 4 to ``MAX_WARPS`` warps
+    (``MAX_WARPS_BACKWARD`` for the ``backward`` kernel and the float32 fp8 store); whole
+    rows in small grids too. When the kernel also ``reduces_rows``, ``REDUCING_TILE``
+    (``REDUCING_TILE_16BIT`` for a 16-bit ``dtype``).
 
     Triton needs power-of-two tiles; edge tiles are masked, so no size is excluded.
     """
@@ -114,16 +118,19 @@ def default_config(
         steps = min(steps, pl.cdiv(max(rows, 1), block_rows))
         return BlockConfig(block_rows, block_hidden, num_warps=warps, row_steps=steps)
     # One tile shape serves every dtype otherwise: the output tile bounds the registers.
-    tile, widest, per_thread = TILE_ELEMENTS, MAX_BLOCK_HIDDEN, ELEMENTS_PER_THREAD
     small = rows * hidden < SMALL_GRID_OUTPUTS
-    if small:
-        per_thread = SMALL_ELEMENTS_PER_THREAD
-        if not whole_rows:
-            tile = widest = SMALL_TILE_ELEMENTS
+    if whole_rows:
+        tile, widest = TILE_ELEMENTS, MAX_BLOCK_HIDDEN
+        per_thread = NARROW_ELEMENTS_PER_THREAD if small else ELEMENTS_PER_THREAD
+    elif small or not stores_fp8:
+        tile = widest = NARROW_TILE_ELEMENTS
+        per_thread = NARROW_ELEMENTS_PER_THREAD
+    else:
+        tile, widest, per_thread = TILE_ELEMENTS, MAX_BLOCK_HIDDEN, ELEMENTS_PER_THREAD
+    fewer = backward or (stores_fp8 and jnp.dtype(dtype).itemsize == 4)
+    most = MAX_WARPS_BACKWARD if fewer and per_thread == ELEMENTS_PER_THREAD else MAX_WARPS
     block_hidden = min(next_power_of_2(hidden), widest)
     block_rows = min(next_power_of_2(max(rows, 1)), max(1, tile // block_hidden))
-    fewer = backward or (stores_fp8 and jnp.dtype(dtype).itemsize == 4)
-    most = MAX_WARPS_BACKWARD if fewer and not small else MAX_WARPS
     num_warps = min(most, max(4, block_rows * block_hidden // (32 * per_thread)))
     return BlockConfig(block_rows, block_hidden, num_warps=num_warps)
 
