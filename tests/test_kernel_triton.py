@@ -261,37 +261,44 @@ def test_declines_float64():
 
 
 @pytest.mark.parametrize("whole_rows", [False, True])
-def test_default_config_serves_all_sizes(whole_rows):
+@pytest.mark.parametrize("stores_fp8", [False, True])
+def test_default_config_serves_all_sizes(whole_rows, stores_fp8):
     for rows in (1, 3, 1000, 4096, 32768):
         for hidden in (1, 5, 128, 2048, 11008, 14336):
-            config = kernels.default_config(rows, hidden, jnp.bfloat16, whole_rows=whole_rows)
             small = rows * hidden < kernels.SMALL_GRID_OUTPUTS
-            if small and not whole_rows:  # half the tile
-                most_elements, widest = kernels.SMALL_TILE_ELEMENTS, kernels.SMALL_TILE_ELEMENTS
-            else:  # one row of up to MAX_BLOCK_HIDDEN columns where H fills TILE_ELEMENTS
+            wide = whole_rows or (stores_fp8 and not small)
+            if wide:  # one row of up to MAX_BLOCK_HIDDEN columns where H fills TILE_ELEMENTS
                 most_elements, widest = kernels.TILE_ELEMENTS, kernels.MAX_BLOCK_HIDDEN
+            else:  # narrow: one row of up to NARROW_TILE_ELEMENTS
+                most_elements = widest = kernels.NARROW_TILE_ELEMENTS
             wanted_per_thread = (
-                kernels.SMALL_ELEMENTS_PER_THREAD if small else kernels.ELEMENTS_PER_THREAD
-            )
+                kernels.ELEMENTS_PER_THREAD if wide and not small
+                else kernels.NARROW_ELEMENTS_PER_THREAD
+            )  # fmt: skip
+            flags = {"whole_rows": whole_rows, "stores_fp8": stores_fp8}
+            config = kernels.default_config(rows, hidden, jnp.bfloat16, **flags)
             tile = config.block_rows * config.block_hidden
             assert config.block_hidden == min(kernels.next_power_of_2(hidden), widest)
             assert config.block_rows == 1 or tile <= most_elements
             if whole_rows and hidden <= kernels.MAX_BLOCK_HIDDEN:
                 assert config.block_hidden >= hidden
-            # wanted_per_thread a thread where 4 warps to the most allow it: in large
-            # grids fewer in the backward and where the forward stores float32's fp8 copy.
-            fewer = kernels.MAX_WARPS if small else kernels.MAX_WARPS_BACKWARD
-            for dtype, flags, most in (
-                (jnp.bfloat16, {}, kernels.MAX_WARPS),
-                (jnp.bfloat16, {"stores_fp8": True}, kernels.MAX_WARPS),
-                (jnp.float32, {"stores_fp8": True}, fewer),
-                (jnp.float32, {"backward": True}, fewer),
-            ):
-                flags = {**flags, "whole_rows": whole_rows}
-                warps = kernels.default_config(rows, hidden, dtype, **flags).num_warps
-                assert 4 <= warps <= most
-                per_thread = tile // (32 * warps)
-                assert per_thread == wanted_per_thread or warps in (4, most)
+            # wanted_per_thread a thread where 4 warps to the most allow it: with wide
+            # tiles in large grids fewer in the backward and in float32's fp8 store.
+            fewer = wide and not small
+            for dtype, backward, most in (
+                (jnp.bfloat16, False, kernels.MAX_WARPS),
+                (jnp.bfloat16, True, kernels.MAX_WARPS_BACKWARD if fewer else kernels.MAX_WARPS),
+                (jnp.float32, False, kernels.MAX_WARPS_BACKWARD if fewer and stores_fp8
+                 else kernels.MAX_WARPS),
+            ):  # fmt: skip
+                found = kernels.default_config(rows, hidden, dtype, backward=backward, **flags)
+                assert (found.block_rows, found.block_hidden) == (
+                    config.block_rows,
+                    config.block_hidden,
+                )
+                assert 4 <= found.num_warps <= most
+                per_thread = tile // (32 * found.num_warps)
+                assert per_thread == wanted_per_thread or found.num_warps in (4, most)
             # Tall tiles and several row blocks a program when rows are reduced: few
             # float32 partial rows per output row, and no row steps past the last row.
             for dtype, wanted in (
@@ -299,20 +306,28 @@ def test_default_config_serves_all_sizes(whole_rows):
                 (jnp.float16, kernels.REDUCING_TILE_16BIT),
                 (jnp.float32, kernels.REDUCING_TILE),
             ):
-                tall, wide, warps, steps = wanted
+                tall, wide_columns, warps, steps = wanted
                 reducing = kernels.default_config(rows, hidden, dtype, reduces_rows=True)
-                assert reducing.block_hidden == min(kernels.next_power_of_2(hidden), wide)
+                assert reducing.block_hidden == min(kernels.next_power_of_2(hidden), wide_columns)
                 assert reducing.block_rows >= min(tall, kernels.next_power_of_2(rows))
                 assert reducing.num_warps == warps
                 row_blocks = -(-rows // reducing.block_rows)
                 assert reducing.row_steps == min(steps, row_blocks)
-    # The grid measured: 4096 x 2048 outputs, 1 x 1024 tiles of 8 warps, forward and
-    # backward; at and beyond SMALL_GRID_OUTPUTS the wide rows' tiles.
-    for backward in (False, True):
-        assert kernels.default_config(4096, 2048, jnp.bfloat16, backward=backward) == (
-            BlockConfig(1, 1024, num_warps=8)
+    # The tiles measured (PERF_NOTES.md): the elementwise kernels 1 x 1024 with 8 warps at
+    # every size; the fp8 store 1 x 4096 with 16 warps (bf16) or 8 (float32) beyond
+    # SMALL_GRID_OUTPUTS, narrow tiles below.
+    for rows, hidden in ((4096, 2048), (8192, 14336)):
+        for backward in (False, True):
+            assert kernels.default_config(rows, hidden, jnp.float32, backward=backward) == (
+                BlockConfig(1, 1024, num_warps=8)
+            )
+    assert kernels.default_config(4096, 2048, jnp.bfloat16, stores_fp8=True) == BlockConfig(
+        1, 1024, num_warps=8
+    )
+    for dtype, warps in ((jnp.bfloat16, 16), (jnp.float32, 8)):
+        assert kernels.default_config(8192, 14336, dtype, stores_fp8=True) == BlockConfig(
+            1, 4096, num_warps=warps
         )
-    assert kernels.default_config(4096, 4096, jnp.bfloat16) == BlockConfig(1, 4096, num_warps=16)
 
     # The backward: whole rows with weights (their gradient sums each row: 16 warps at
     # 4096 x 2048, 4 elements a thread), the reducing tile with a bias, default tiles

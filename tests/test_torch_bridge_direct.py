@@ -137,13 +137,22 @@ def test_compiles_for_sm90(direction, dtype, variant, store, hidden):
     assert "ex2.approx.f32" in ptx and "ex2.approx.ftz" not in ptx
 
 
-def test_llm_size_uses_16_byte_accesses():
-    """At aligned sizes the compiled kernel moves memory in 16-byte vectors (the alignment
-    the IR promises lets triton vectorize, as it does in XLA)."""
+@pytest.mark.parametrize(
+    "dtype, save_fp8, vector",
+    [
+        ("float32", False, r"\.v4\.b32"),  # 4 elements a thread: 16 bytes
+        ("bfloat16", False, r"\.v2\.b32"),  # 4 elements a thread: 8 bytes
+        ("bfloat16", True, r"\.v4\.b32"),  # the fp8 store's 8 a thread: 16 bytes
+    ],
+)
+def test_llm_size_accesses_are_vectorized(dtype, save_fp8, vector):
+    """At aligned sizes the compiled kernel moves each thread's elements of a tile in one
+    vector (the alignment the IR promises lets triton vectorize, as it does in XLA)."""
     pytest.importorskip("triton")
-    kernel = triton_ir.forward_ir(8192, 14336, "bfloat16", None, None, Options(), False)
+    kernel = triton_ir.forward_ir(8192, 14336, dtype, None, None, Options(), save_fp8)
     ptx = _direct.compile_kernel(kernel, 90).asm["ptx"]
-    assert re.search(r"ld\.global\S*\.v4", ptx) and re.search(r"st\.global\S*\.v4", ptx)
+    assert re.search(r"ld\.global\S*" + vector, ptx)
+    assert re.search(r"st\.global\S*" + vector, ptx)
 
 
 def test_ir_declines_what_the_kernels_decline():
