@@ -59,8 +59,40 @@ def test_runs_and_writes_results(tmp_path, capsys):
     assert all(r["vs_best_peer"] == pytest.approx(1.0) for r in records)
     output = capsys.readouterr().out
     assert "% of copy" in output and "vs best peer" in output
+    assert (tmp_path / "bench-summary.md").read_text() == bench.summary(result)
     pytest.importorskip("matplotlib")
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_summary_quotes_ours_against_the_best_peer():
+    def record(implementation, ours, rows, us, pct):
+        return {"op": "fwd", "dtype": "bfloat16", "rows": rows, "two_h": 256, "us": us,
+                "implementation": implementation, "ours": ours, "pct_copy": pct}  # fmt: skip
+
+    result = {
+        "copy_GBps": 3000.0,
+        "results": [
+            record("swiglu_jax:triton", True, 64, 10.0, 90.0),
+            record("torch_bridge", True, 64, 11.0, 81.8),
+            record("xla", False, 64, 12.0, 75.0),
+            record("liger", False, 64, 20.0, 45.0),
+            record("swiglu_jax:triton", True, 128, 16.0, 95.0),
+            record("xla", False, 128, 15.0, 101.3),
+            {
+                "op": "fwd",
+                "dtype": "bfloat16",
+                "rows": 128,
+                "two_h": 256,
+                "ours": False,
+                "implementation": "liger",
+                "error": "OutOfMemoryError",
+            },
+        ],
+    }
+    lines = bench.summary(result).splitlines()
+    assert "| fwd | bfloat16 | 64x256 | 90.0 | 81.8 | 1.20 | xla (75.0) |" in lines
+    assert "| fwd | bfloat16 | 128x256 | 95.0 | - | 0.94 | xla (101.3) |" in lines
+    assert lines[-1] == "| fwd | bfloat16 | 90.0-95.0 | 0.94-1.20 |"
 
 
 def test_missing_peers_are_reported_not_fatal(monkeypatch):
