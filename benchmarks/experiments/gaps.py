@@ -32,6 +32,10 @@ Parts (``--parts``, comma-separated):
   the benchmark's sizes. Outcome (session 9): 1 x 1024 with 8 warps +1.0-1.7 points in
   the bf16 forward, +0.6-1.6 in the backward, within a point for the fp8 store
   (applied to the elementwise kernels).
+- ``stages_scaled``, ``stages_bias`` (session 9, not run yet): the loops' kernels (the
+  scaled store's sweeps at wide rows, the bias backward's row steps at 4096 tokens) at
+  each ``num_stages`` (the lowering's default is 3), on the JAX path and, for the bias,
+  the direct launch.
 
 Device time per kernel from the profiler, inputs rotated through the benchmark's
 ``ROTATION_BYTES`` (times ``--l2-times``), each call's output kept until the next
@@ -41,6 +45,7 @@ Device time per kernel from the profiler, inputs rotated through the benchmark's
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import pathlib
@@ -78,6 +83,11 @@ GAP_SIZES = [(4096, 2048), (8192, 14336), (16384, 8192)]
 GAP_TILES = [(1, 1024, 4), (1, 2048, 8), (1, 2048, 4), (1, 4096, 8)]
 PER_THREAD_SIZES = [(8192, 4096), (8192, 11008), (8192, 14336), (16384, 8192), (32768, 14336)]
 PER_THREAD_TILES = [(1, 1024, 8), (1, 2048, 16)]
+STAGES = [1, 2, 3, 4]
+STAGES_SIZES = {
+    "scaled_fp8_fwd": [(8192, 11008), (8192, 14336)],
+    "bias_bwd": [(4096, 2048), (4096, 4096)],
+}
 DTYPES = ["bfloat16", "float32"]
 
 
@@ -334,6 +344,32 @@ def per_thread_candidates(op, rows, hidden, dtype):
     return found
 
 
+# ----------------------------------------------------------------------------- stages
+
+
+def stages_candidates(op, rows, hidden, dtype):
+    """The kernels with loops (the scaled store's two sweeps, the bias backward's row
+    steps) at each ``num_stages``: the direct launch (upstream triton) read the scaled
+    store's float32 wide rows at 87-88% of copy where XLA's compilation of the same IR
+    read 79-83% (session 9), and triton software-pipelines loops by ``num_stages``."""
+    if op == "scaled_fp8_fwd":
+        default = kernels.sweep_config(rows, hidden, dtype)
+        ours = _ours(op, rows, hidden, dtype)
+    else:  # bias_bwd
+        default = kernels.backward_config(rows, hidden, dtype, bias=True, weights=False)
+        ours = bias_steps_candidates(rows, hidden, dtype)["default"]
+    found = {"ours": lambda: ours(None)}
+    for stages in STAGES:
+        config = dataclasses.replace(default, num_stages=stages)
+        found[f"ours {stages} stages"] = functools.partial(ours, config)
+    if op == "bias_bwd":  # and the direct launch, whose compiler reads the same field
+        direct = bias_steps_candidates(rows, hidden, dtype)["direct launch, default"]
+        for stages in STAGES:
+            config = dataclasses.replace(default, num_stages=stages)
+            found[f"direct {stages} stages"] = functools.partial(direct, config)
+    return found
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -365,6 +401,16 @@ def main():
             f"perthread_{op}": (op, PER_THREAD_SIZES, functools.partial(per_thread_candidates, op))
             for op in ("fwd", "bwd", "fp8_fwd")
         },
+        "stages_scaled": (
+            "scaled_fp8_fwd",
+            STAGES_SIZES["scaled_fp8_fwd"],
+            functools.partial(stages_candidates, "scaled_fp8_fwd"),
+        ),
+        "stages_bias": (
+            "bias_bwd",
+            STAGES_SIZES["bias_bwd"],
+            functools.partial(stages_candidates, "bias_bwd"),
+        ),
         "fwdgap": ("fwd", GAP_SIZES, functools.partial(gap_candidates, args.out, "fwd")),
         "bwdgap": ("bwd", GAP_SIZES, functools.partial(gap_candidates, args.out, "bwd")),
         **{
