@@ -373,27 +373,19 @@ def stages_candidates(op, rows, hidden, dtype):
 # ----------------------------------------------------------------------------- main
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="bias,wide,widebwd")
-    parser.add_argument("--iters", type=int, default=100)
-    parser.add_argument("--out", default=os.environ.get("OUT", "."))
-    parser.add_argument("--l2-times", type=int, default=1, help="rotate inputs through more")
-    parser.add_argument("--dtypes", default=",".join(DTYPES))
-    args = parser.parse_args()
-    bench.ROTATION_BYTES *= args.l2_times
-    bandwidth = bench.copy_bandwidth()
-    print(f"copy bandwidth {bandwidth / 1e9:.0f} GB/s ({torch.cuda.get_device_name()})")
-    parts = {
+def parts(out: str) -> dict:
+    """``{part: (op, sizes, candidates)}``; ``candidates(rows, hidden, dtype)`` gives
+    ``{name: make}``, ``make()`` the function to time (``out``: where sources go)."""
+    return {
         "bias": ("bias_bwd", BIAS_SIZES, bias_candidates),
-        "wide": ("fwd", WIDE_SIZES, functools.partial(wide_candidates, args.out, "fwd")),
-        "widebwd": ("bwd", WIDE_SIZES, functools.partial(wide_candidates, args.out, "bwd")),
-        "small": ("fwd", [(4096, 2048)], functools.partial(small_candidates, args.out, "fwd")),
-        "smallbwd": ("bwd", [(4096, 2048)], functools.partial(small_candidates, args.out, "bwd")),
+        "wide": ("fwd", WIDE_SIZES, functools.partial(wide_candidates, out, "fwd")),
+        "widebwd": ("bwd", WIDE_SIZES, functools.partial(wide_candidates, out, "bwd")),
+        "small": ("fwd", [(4096, 2048)], functools.partial(small_candidates, out, "fwd")),
+        "smallbwd": ("bwd", [(4096, 2048)], functools.partial(small_candidates, out, "bwd")),
         "smallweighted": (
             "weighted_bwd",
             [(4096, 2048)],
-            functools.partial(small_candidates, args.out, "weighted_bwd"),
+            functools.partial(small_candidates, out, "weighted_bwd"),
         ),
         "bias_steps": ("bias_bwd", STEP_SIZES, bias_steps_candidates),
         "scaled_rows": ("scaled_fp8_fwd", SCALED_SIZES, scaled_candidates),
@@ -411,15 +403,32 @@ def main():
             STAGES_SIZES["bias_bwd"],
             functools.partial(stages_candidates, "bias_bwd"),
         ),
-        "fwdgap": ("fwd", GAP_SIZES, functools.partial(gap_candidates, args.out, "fwd")),
-        "bwdgap": ("bwd", GAP_SIZES, functools.partial(gap_candidates, args.out, "bwd")),
+        "fwdgap": ("fwd", GAP_SIZES, functools.partial(gap_candidates, out, "fwd")),
+        "bwdgap": ("bwd", GAP_SIZES, functools.partial(gap_candidates, out, "bwd")),
         **{
             f"warps_{op}": (op, WARPS_SIZES, functools.partial(warps_candidates, op))
             for op in ("fwd", "bwd", "fp8_fwd", "weighted_bwd")
         },
     }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", default="bias,wide,widebwd")
+    parser.add_argument("--iters", type=int, default=100)
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--l2-times", type=int, default=1, help="rotate inputs through more")
+    parser.add_argument("--dtypes", default=",".join(DTYPES))
+    args = parser.parse_args()
+    parts_ = parts(args.out)
+    unknown = sorted(set(args.parts.split(",")) - set(parts_))
+    if unknown:
+        parser.error(f"--parts: unknown {unknown}; choose from {sorted(parts_)}")
+    bench.ROTATION_BYTES *= args.l2_times
+    bandwidth = bench.copy_bandwidth()
+    print(f"copy bandwidth {bandwidth / 1e9:.0f} GB/s ({torch.cuda.get_device_name()})")
     for part in args.parts.split(","):
-        op, sizes, candidates = parts[part]
+        op, sizes, candidates = parts_[part]
         for (rows, hidden), dtype in [(s, d) for s in sizes for d in args.dtypes.split(",")]:
             torch_dtype = getattr(torch, dtype)
             floor = bench.minimum_bytes(op, rows, hidden, torch_dtype.itemsize)
