@@ -32,6 +32,11 @@ Parts (``--parts``, comma-separated):
   the benchmark's sizes. Outcome (session 9): 1 x 1024 with 8 warps +1.0-1.7 points in
   the bf16 forward, +0.6-1.6 in the backward, within a point for the fp8 store
   (applied to the elementwise kernels).
+- ``perthread_*`` again with 2 elements a thread (added after the session-9 run, not run
+  yet): inductor autotunes its pointwise kernels between 1024 elements with 4 warps and
+  512 with 8 (its ``pointwise`` heuristic for these sizes); the first reads as ours, so
+  ``torch.compile``'s float32 lead (1-1.5 points) likely comes from the second: 8 bytes
+  of float32 a thread, as our bf16 winner has 8 bytes of bf16.
 - ``stages_scaled``, ``stages_bias`` (session 9, not run yet): the loops' kernels (the
   scaled store's sweeps at wide rows, the bias backward's row steps at 4096 tokens) at
   each ``num_stages`` (the lowering's default is 3), on the JAX path and, for the bias,
@@ -82,7 +87,7 @@ SCALED_WARPS = [8, 16, 32]
 GAP_SIZES = [(4096, 2048), (8192, 14336), (16384, 8192)]
 GAP_TILES = [(1, 1024, 4), (1, 2048, 8), (1, 2048, 4), (1, 4096, 8)]
 PER_THREAD_SIZES = [(8192, 4096), (8192, 11008), (8192, 14336), (16384, 8192), (32768, 14336)]
-PER_THREAD_TILES = [(1, 1024, 8), (1, 2048, 16)]
+PER_THREAD_TILES = [(1, 1024, 8), (1, 2048, 16), (1, 512, 8), (1, 1024, 16)]  # 4, 4, 2, 2
 STAGES = [1, 2, 3, 4]
 STAGES_SIZES = {
     "scaled_fp8_fwd": [(8192, 11008), (8192, 14336)],
@@ -319,7 +324,7 @@ def gap_candidates(out_dir, op, rows, hidden, dtype):
     ):
         found[name] = functools.partial(small_rows.ours, op, rows, hidden, dtype, **patch)
     if op == "fwd":
-        for block, warps in ((1024, 4), (2048, 8), (1024, 8)):
+        for block, warps in ((1024, 4), (2048, 8), (1024, 8), (512, 8)):  # 512 w8: inductor's
             found[f"hand flat {block} w{warps}"] = functools.partial(
                 flat_fwd, rows, hidden, block, warps
             )
@@ -332,8 +337,10 @@ def gap_candidates(out_dir, op, rows, hidden, dtype):
 def per_thread_candidates(op, rows, hidden, dtype):
     """Session 9's ``fwdgap`` found a hand-written flat kernel with 4 elements a thread
     (1024 with 8 warps) 1.3 points ahead of our 8 in bf16 at large sizes, level with XLA.
-    Here our kernel at 4 elements a thread (1 x 1024 with 8 warps, 1 x 2048 with 16)
-    against its default and the peers, at the benchmark's sizes."""
+    Here our kernel at 4 elements a thread (1 x 1024 with 8 warps, 1 x 2048 with 16) and
+    at 2 (1 x 512 with 8, 1 x 1024 with 16: 8 bytes of float32 a thread, as inductor's
+    second pointwise config, 512 elements with 8 warps) against its default and the
+    peers, at the benchmark's sizes."""
     found = {"xla": functools.partial(_xla, op)} if op in ("fwd", "bwd") else {}
     compiled = bench._torch_candidate("megatron", "fixed")
     found["torch.compile fixed"] = lambda: compiled(op, rows, hidden, dtype, 1)[0]
