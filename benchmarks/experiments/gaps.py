@@ -361,19 +361,17 @@ def stages_candidates(op, rows, hidden, dtype):
     read 79-83% (session 9), and triton software-pipelines loops by ``num_stages``."""
     if op == "scaled_fp8_fwd":
         default = kernels.sweep_config(rows, hidden, dtype)
-        ours = _ours(op, rows, hidden, dtype)
-    else:  # bias_bwd
+        paths = {"ours": _ours(op, rows, hidden, dtype)}
+    else:  # bias_bwd, also on the direct launch, whose compiler reads the same field
         default = kernels.backward_config(rows, hidden, dtype, bias=True, weights=False)
-        ours = bias_steps_candidates(rows, hidden, dtype)["default"]
-    found = {"ours": lambda: ours(None)}
-    for stages in STAGES:
-        config = dataclasses.replace(default, num_stages=stages)
-        found[f"ours {stages} stages"] = functools.partial(ours, config)
-    if op == "bias_bwd":  # and the direct launch, whose compiler reads the same field
-        direct = bias_steps_candidates(rows, hidden, dtype)["direct launch, default"]
+        bias = bias_steps_candidates(rows, hidden, dtype)
+        paths = {"ours": bias["default"], "direct": bias["direct launch, default"]}
+    found = {}
+    for path, make in paths.items():
+        found[path] = functools.partial(make, None)
         for stages in STAGES:
             config = dataclasses.replace(default, num_stages=stages)
-            found[f"direct {stages} stages"] = functools.partial(direct, config)
+            found[f"{path} {stages} stages"] = functools.partial(make, config)
     return found
 
 
