@@ -102,6 +102,21 @@ def _jax(fn):
     return lambda *xs: jitted(*(jax.dlpack.from_dlpack(x) for x in xs))
 
 
+def _with_tiles(ours, tiles) -> dict:
+    """``ours`` with its default tile and with each ``(rows, columns, warps)`` of
+    ``tiles``, named as the parts print them."""
+    found = {"ours": lambda: ours(None)}
+    for bn, bh, w in tiles:
+        found[f"ours {bn}x{bh} w{w}"] = functools.partial(ours, BlockConfig(bn, bh, num_warps=w))
+    return found
+
+
+def _compiled(op, rows, hidden, dtype):
+    """``make`` of the benchmark's ``torch.compile`` (fixed shape) of Megatron's ``op``."""
+    build = bench._torch_candidate("megatron", "fixed")
+    return lambda: build(op, rows, hidden, dtype, 1)[0]
+
+
 # ----------------------------------------------------------------------------- bias
 
 
@@ -203,9 +218,7 @@ def compiled_fwd(out_dir, rows, hidden, dtype):
 
 def wide_candidates(out_dir, op, rows, hidden, dtype):
     ours = _ours(op, rows, hidden, dtype)
-    found = {"ours": lambda: ours(None)}
-    for bn, bh, w in WIDE_TILES:
-        found[f"ours {bn}x{bh} w{w}"] = functools.partial(ours, BlockConfig(bn, bh, num_warps=w))
+    found = _with_tiles(ours, WIDE_TILES)
     found["xla"] = functools.partial(_xla, op)
     if op == "fwd":
         found["torch.compile fixed"] = compiled_fwd(out_dir, rows, hidden, dtype)
@@ -239,9 +252,7 @@ def small_candidates(out_dir, op, rows, hidden, dtype):
     found = {"xla": functools.partial(_xla, op)} if op in ("fwd", "bwd") else {}
     if op == "fwd":
         found["torch.compile fixed"] = compiled_fwd(out_dir, rows, hidden, dtype)
-    found["ours"] = lambda: ours(None)
-    for bn, bh, w in SMALL_TILES:
-        found[f"ours {bn}x{bh} w{w}"] = functools.partial(ours, BlockConfig(bn, bh, num_warps=w))
+    found.update(_with_tiles(ours, SMALL_TILES))
     return found
 
 
@@ -310,12 +321,9 @@ def gap_candidates(out_dir, op, rows, hidden, dtype):
     if op == "fwd":
         found["torch.compile fixed"] = compiled_fwd(out_dir, rows, hidden, dtype)
     else:
-        compiled = bench._torch_candidate("megatron", "fixed")
-        found["torch.compile fixed"] = lambda: compiled(op, rows, hidden, dtype, 1)[0]
+        found["torch.compile fixed"] = _compiled(op, rows, hidden, dtype)
     ours = _ours(op, rows, hidden, dtype)
-    found["ours"] = lambda: ours(None)
-    for bn, bh, w in GAP_TILES:  # smaller programs, as inductor's
-        found[f"ours {bn}x{bh} w{w}"] = functools.partial(ours, BlockConfig(bn, bh, num_warps=w))
+    found.update(_with_tiles(ours, GAP_TILES))  # smaller programs, as inductor's
     for name, patch in (
         ("direct", {}),
         ("direct unmasked", {"unmasked": True}),
@@ -342,12 +350,9 @@ def per_thread_candidates(op, rows, hidden, dtype):
     second pointwise config, 512 elements with 8 warps) against its default and the
     peers, at the benchmark's sizes."""
     found = {"xla": functools.partial(_xla, op)} if op in ("fwd", "bwd") else {}
-    compiled = bench._torch_candidate("megatron", "fixed")
-    found["torch.compile fixed"] = lambda: compiled(op, rows, hidden, dtype, 1)[0]
+    found["torch.compile fixed"] = _compiled(op, rows, hidden, dtype)
     ours = _ours(op, rows, hidden, dtype)
-    found["ours"] = lambda: ours(None)
-    for bn, bh, w in PER_THREAD_TILES:
-        found[f"ours {bn}x{bh} w{w}"] = functools.partial(ours, BlockConfig(bn, bh, num_warps=w))
+    found.update(_with_tiles(ours, PER_THREAD_TILES))
     return found
 
 
