@@ -260,45 +260,53 @@ def test_declines_float64():
         kernels.forward(jnp.ones((2, 2, 4), jnp.float64), None, None, Options(), save_fp8=False)
 
 
+def wanted_tile(rows, hidden, dtype, *, whole_rows, stores_fp8):
+    """default_config's rule, spelled out: (most elements a tile, widest row, elements a
+    thread, whether the warps are capped at MAX_WARPS_BACKWARD in the backward)."""
+    small = rows * hidden < kernels.SMALL_GRID_OUTPUTS
+    itemsize = jnp.dtype(dtype).itemsize
+    if not (whole_rows or stores_fp8):  # elementwise: one row of NARROW_TILE_BYTES
+        narrow = kernels.NARROW_TILE_BYTES // itemsize
+        return narrow, narrow, kernels.NARROW_BYTES_PER_THREAD // itemsize, False
+    if not small:  # one row of up to MAX_BLOCK_HIDDEN where H fills TILE_ELEMENTS
+        return kernels.TILE_ELEMENTS, kernels.MAX_BLOCK_HIDDEN, kernels.ELEMENTS_PER_THREAD, True
+    if whole_rows:
+        tile, widest = kernels.TILE_ELEMENTS, kernels.MAX_BLOCK_HIDDEN
+    else:
+        tile = widest = kernels.SMALL_GRID_TILE_ELEMENTS
+    return tile, widest, kernels.SMALL_GRID_ELEMENTS_PER_THREAD, False
+
+
 @pytest.mark.parametrize("whole_rows", [False, True])
 @pytest.mark.parametrize("stores_fp8", [False, True])
 def test_default_config_serves_all_sizes(whole_rows, stores_fp8):
+    flags = {"whole_rows": whole_rows, "stores_fp8": stores_fp8}
     for rows in (1, 3, 1000, 4096, 32768):
         for hidden in (1, 5, 128, 2048, 11008, 14336):
-            small = rows * hidden < kernels.SMALL_GRID_OUTPUTS
-            wide = whole_rows or (stores_fp8 and not small)
-            if wide:  # one row of up to MAX_BLOCK_HIDDEN columns where H fills TILE_ELEMENTS
-                most_elements, widest = kernels.TILE_ELEMENTS, kernels.MAX_BLOCK_HIDDEN
-            else:  # narrow: one row of up to NARROW_TILE_ELEMENTS
-                most_elements = widest = kernels.NARROW_TILE_ELEMENTS
-            wanted_per_thread = (
-                kernels.ELEMENTS_PER_THREAD if wide and not small
-                else kernels.NARROW_ELEMENTS_PER_THREAD
-            )  # fmt: skip
-            flags = {"whole_rows": whole_rows, "stores_fp8": stores_fp8}
-            config = kernels.default_config(rows, hidden, jnp.bfloat16, **flags)
-            tile = config.block_rows * config.block_hidden
-            assert config.block_hidden == min(kernels.next_power_of_2(hidden), widest)
-            assert config.block_rows == 1 or tile <= most_elements
-            if whole_rows and hidden <= kernels.MAX_BLOCK_HIDDEN:
-                assert config.block_hidden >= hidden
-            # wanted_per_thread a thread where 4 warps to the most allow it: with wide
-            # tiles in large grids fewer in the backward and in float32's fp8 store.
-            fewer = wide and not small
-            for dtype, backward, most in (
-                (jnp.bfloat16, False, kernels.MAX_WARPS),
-                (jnp.bfloat16, True, kernels.MAX_WARPS_BACKWARD if fewer else kernels.MAX_WARPS),
-                (jnp.float32, False, kernels.MAX_WARPS_BACKWARD if fewer and stores_fp8
-                 else kernels.MAX_WARPS),
-            ):  # fmt: skip
-                found = kernels.default_config(rows, hidden, dtype, backward=backward, **flags)
-                assert (found.block_rows, found.block_hidden) == (
-                    config.block_rows,
-                    config.block_hidden,
+            for dtype in (jnp.bfloat16, jnp.float16, jnp.float32):
+                most_elements, widest, per_thread, capped = wanted_tile(
+                    rows, hidden, dtype, **flags
                 )
-                assert 4 <= found.num_warps <= most
-                per_thread = tile // (32 * found.num_warps)
-                assert per_thread == wanted_per_thread or found.num_warps in (4, most)
+                config = kernels.default_config(rows, hidden, dtype, **flags)
+                tile = config.block_rows * config.block_hidden
+                assert config.block_hidden == min(kernels.next_power_of_2(hidden), widest)
+                assert config.block_rows == 1 or tile <= most_elements
+                if whole_rows and hidden <= kernels.MAX_BLOCK_HIDDEN:
+                    assert config.block_hidden >= hidden
+                # per_thread elements a thread where 4 warps to the most allow it: fewer
+                # with wide tiles in large grids, in the backward and float32's fp8 store.
+                fp8_in_float32 = stores_fp8 and jnp.dtype(dtype).itemsize == 4
+                for backward in (False, True):
+                    found = kernels.default_config(rows, hidden, dtype, backward=backward, **flags)
+                    assert (found.block_rows, found.block_hidden) == (
+                        config.block_rows,
+                        config.block_hidden,
+                    )
+                    few = capped and (backward or fp8_in_float32)
+                    most = kernels.MAX_WARPS_BACKWARD if few else kernels.MAX_WARPS
+                    assert 4 <= found.num_warps <= most
+                    found_per_thread = tile // (32 * found.num_warps)
+                    assert found_per_thread == per_thread or found.num_warps in (4, most)
             # Tall tiles and several row blocks a program when rows are reduced: few
             # float32 partial rows per output row, and no row steps past the last row.
             for dtype, wanted in (
@@ -313,14 +321,15 @@ def test_default_config_serves_all_sizes(whole_rows, stores_fp8):
                 assert reducing.num_warps == warps
                 row_blocks = -(-rows // reducing.block_rows)
                 assert reducing.row_steps == min(steps, row_blocks)
-    # The tiles measured (PERF_NOTES.md): the elementwise kernels 1 x 1024 with 8 warps at
-    # every size; the fp8 store 1 x 4096 with 16 warps (bf16) or 8 (float32) beyond
-    # SMALL_GRID_OUTPUTS, narrow tiles below.
+    # The tiles measured (PERF_NOTES.md): the elementwise kernels 1 x 1024 (16-bit) or
+    # 1 x 512 (float32) with 8 warps at every size; the fp8 store 1 x 4096 with 16 warps
+    # (bf16) or 8 (float32) beyond SMALL_GRID_OUTPUTS, 1 x 1024 with 8 below.
     for rows, hidden in ((4096, 2048), (8192, 14336)):
         for backward in (False, True):
-            assert kernels.default_config(rows, hidden, jnp.float32, backward=backward) == (
-                BlockConfig(1, 1024, num_warps=8)
-            )
+            for dtype, columns in ((jnp.bfloat16, 1024), (jnp.float16, 1024), (jnp.float32, 512)):
+                assert kernels.default_config(rows, hidden, dtype, backward=backward) == (
+                    BlockConfig(1, columns, num_warps=8)
+                )
     assert kernels.default_config(4096, 2048, jnp.bfloat16, stores_fp8=True) == BlockConfig(
         1, 1024, num_warps=8
     )

@@ -140,7 +140,7 @@ def test_compiles_for_sm90(direction, dtype, variant, store, hidden):
 @pytest.mark.parametrize(
     "dtype, save_fp8, vector",
     [
-        ("float32", False, r"\.v4\.b32"),  # 4 elements a thread: 16 bytes
+        ("float32", False, r"\.v2\.b32"),  # 2 elements a thread: 8 bytes
         ("bfloat16", False, r"\.v2\.b32"),  # 4 elements a thread: 8 bytes
         ("bfloat16", True, r"\.v4\.b32"),  # the fp8 store's 8 a thread: 16 bytes
     ],

@@ -42,15 +42,18 @@ KERNEL_DTYPES = tuple(jnp.dtype(d) for d in (jnp.float16, jnp.bfloat16, jnp.floa
 
 # Tile shapes chosen by measurement (benchmarks/PERF_NOTES.md, H100). The elementwise
 # kernels (the forward without the fp8 store, the backward without a reduction) take
-# narrow tiles at every size: one row of up to NARROW_TILE_ELEMENTS columns,
-# NARROW_ELEMENTS_PER_THREAD a thread (1 x 1024 with 8 warps). Side by side at the
-# benchmark's sizes from 8192 x 4096 to 32768 x 14336 (session 9, gaps.py perthread_*):
-# forward bf16 101.2-103.0% of copy where 1 x 4096 with 16 warps (8 a thread) read
-# 99.5-101.8 and XLA's fusion 101.3-102.8; float32 +0.3-0.5 points; backward +0.6-1.6
-# points in both dtypes, level with XLA. At 4096 x 2048 they read 93.9 / 95.0% (bf16
-# forward / backward, session 7) where 1 x 2048 with 8 warps read 91.2 / 94.3.
-NARROW_TILE_ELEMENTS = 1024
-NARROW_ELEMENTS_PER_THREAD = 4
+# narrow tiles at every size: one row of NARROW_TILE_BYTES of each input, 8 bytes a
+# thread (NARROW_BYTES_PER_THREAD), 8 warps: 1 x 1024 for 16-bit types, 1 x 512 for
+# float32. Side by side at the benchmark's sizes from 8192 x 4096 to 32768 x 14336
+# (gaps.py perthread_*): session 9, bf16 forward 101.2-103.0% of copy where 1 x 4096 with
+# 16 warps (8 a thread) read 99.5-101.8 and XLA's fusion 101.3-102.8, backward +0.6-1.6
+# points, level with XLA; session 10, float32 at 2 a thread (8 bytes) forward 102.1-103.0%
+# where 4 a thread read 100.6-102.0 and torch.compile 102.1-103.0 (it autotunes to the
+# same 512 elements with 8 warps), backward +0.3-0.4 points. 8 bytes a thread is the
+# winner in both: bf16 at 2 a thread read 86-88%. At 4096 x 2048 the bf16 tiles read
+# 93.9 / 95.0% (forward / backward, session 7) where 1 x 2048 with 8 warps read 91.2 / 94.3.
+NARROW_TILE_BYTES = 2048
+NARROW_BYTES_PER_THREAD = 8
 # The forward with the fp8 store and kernels that need whole rows (the weighted backward,
 # whose weights gradient sums each row) take wide tiles in large grids: TILE_ELEMENTS
 # outputs, one row of up to MAX_BLOCK_HIDDEN contiguous columns per program (8 x 1024:
@@ -66,12 +69,14 @@ MAX_BLOCK_HIDDEN = 4096
 ELEMENTS_PER_THREAD = 8
 MAX_WARPS = 16
 MAX_WARPS_BACKWARD = 8  # and the float32 forward with the fp8 store
-# Grids of fewer outputs than SMALL_GRID_OUTPUTS (under 8 waves of threads at 8 elements
-# a thread on a 132-SM GPU) take narrow tiles in every kernel, whole rows where a kernel
-# needs them, NARROW_ELEMENTS_PER_THREAD a thread: the weighted backward at 4096 x 2048
-# read 95.7 / 97.9% (bf16 / float32) with 1 x 2048 and 16 warps, 94.2 / 97.2% with 8
-# (session 9).
+# In grids of fewer outputs than SMALL_GRID_OUTPUTS (under 8 waves of threads at 8
+# elements a thread on a 132-SM GPU) these kernels too take SMALL_GRID_ELEMENTS_PER_THREAD
+# a thread: one row of up to SMALL_GRID_TILE_ELEMENTS columns for the fp8 store, whole
+# rows where a kernel needs them: the weighted backward at 4096 x 2048 read 95.7 / 97.9%
+# (bf16 / float32) with 1 x 2048 and 16 warps, 94.2 / 97.2% with 8 (session 9).
 SMALL_GRID_OUTPUTS = 2**24
+SMALL_GRID_TILE_ELEMENTS = 1024
+SMALL_GRID_ELEMENTS_PER_THREAD = 4
 # With a fused row reduction (the bias gradient) every program writes one float32
 # partial row per hidden column, so programs cover many rows: a tall tile, and a loop over
 # `row_steps` row blocks whose terms are added in registers and summed across warps once.
@@ -98,15 +103,16 @@ def default_config(
     stores_fp8: bool = False,
     whole_rows: bool = False,
 ) -> BlockConfig:
-    """Narrow tiles (one row of up to ``NARROW_TILE_ELEMENTS`` columns,
-    ``NARROW_ELEMENTS_PER_THREAD`` a thread) for the elementwise kernels, and for every
-    kernel in grids of fewer than ``SMALL_GRID_OUTPUTS`` outputs; where the forward
-    ``stores_fp8`` or the kernel needs ``whole_rows`` in a tile (the weights gradient's
-    row sums), in large grids tiles of ``TILE_ELEMENTS`` outputs (one row of up to
-    ``MAX_BLOCK_HIDDEN``), ``ELEMENTS_PER_THREAD`` a thread from 4 to ``MAX_WARPS`` warps
-    (``MAX_WARPS_BACKWARD`` for the ``backward`` kernel and the float32 fp8 store); whole
-    rows in small grids too. When the kernel also ``reduces_rows``, ``REDUCING_TILE``
-    (``REDUCING_TILE_16BIT`` for a 16-bit ``dtype``).
+    """Narrow tiles for the elementwise kernels (one row of up to ``NARROW_TILE_BYTES`` of
+    each input, ``NARROW_BYTES_PER_THREAD`` a thread). Where the forward ``stores_fp8`` or
+    the kernel needs ``whole_rows`` in a tile (the weights gradient's row sums): in large
+    grids tiles of ``TILE_ELEMENTS`` outputs (one row of up to ``MAX_BLOCK_HIDDEN``),
+    ``ELEMENTS_PER_THREAD`` a thread from 4 to ``MAX_WARPS`` warps (``MAX_WARPS_BACKWARD``
+    for the ``backward`` kernel and the float32 fp8 store); in grids of fewer than
+    ``SMALL_GRID_OUTPUTS`` outputs ``SMALL_GRID_ELEMENTS_PER_THREAD`` a thread, in one row
+    of up to ``SMALL_GRID_TILE_ELEMENTS`` for the fp8 store, whole rows where needed. When
+    the kernel ``reduces_rows``, ``REDUCING_TILE`` (``REDUCING_TILE_16BIT`` for a 16-bit
+    ``dtype``).
 
     Triton needs power-of-two tiles; edge tiles are masked, so no size is excluded.
     """
@@ -117,15 +123,18 @@ def default_config(
         block_rows = min(next_power_of_2(max(rows, 1)), tall * wide // block_hidden)
         steps = min(steps, pl.cdiv(max(rows, 1), block_rows))
         return BlockConfig(block_rows, block_hidden, num_warps=warps, row_steps=steps)
-    # One tile shape serves every dtype otherwise: the output tile bounds the registers.
     small = rows * hidden < SMALL_GRID_OUTPUTS
     if whole_rows:
         tile, widest = TILE_ELEMENTS, MAX_BLOCK_HIDDEN
-        per_thread = NARROW_ELEMENTS_PER_THREAD if small else ELEMENTS_PER_THREAD
-    elif small or not stores_fp8:
-        tile = widest = NARROW_TILE_ELEMENTS
-        per_thread = NARROW_ELEMENTS_PER_THREAD
-    else:
+        per_thread = SMALL_GRID_ELEMENTS_PER_THREAD if small else ELEMENTS_PER_THREAD
+    elif not stores_fp8:
+        itemsize = jnp.dtype(dtype).itemsize
+        tile = widest = NARROW_TILE_BYTES // itemsize
+        per_thread = NARROW_BYTES_PER_THREAD // itemsize
+    elif small:
+        tile = widest = SMALL_GRID_TILE_ELEMENTS
+        per_thread = SMALL_GRID_ELEMENTS_PER_THREAD
+    else:  # one tile shape for every dtype: the output tile bounds the registers
         tile, widest, per_thread = TILE_ELEMENTS, MAX_BLOCK_HIDDEN, ELEMENTS_PER_THREAD
     fewer = backward or (stores_fp8 and jnp.dtype(dtype).itemsize == 4)
     most = MAX_WARPS_BACKWARD if fewer and per_thread == ELEMENTS_PER_THREAD else MAX_WARPS
