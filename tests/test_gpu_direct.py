@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -307,14 +309,9 @@ def per_call_us(fn) -> float:
     return min(per_call(fn, calls=200, warmup=50) for _ in range(5))
 
 
-def test_host_time_per_call():
-    """The issue's target on a small input (the kernel takes a few microseconds, so the
-    host sets the pace): at most 50 us of host time per forward and per backward call
-    of the op, with a bias too (two launches: the kernel, then the sum of its partial
-    sums); the public functions, with validation and autograd, at most 50 us per
-    call above torch eager's own Megatron formula (which they replace) on the same
-    input. Measured on an H200 host: op 19 / 21 us, swiglu 42 us, forward + backward
-    197 us against torch's 125 us."""
+def host_times() -> dict:
+    """Host microseconds per call (``per_call_us``) of the op's forward and backward and
+    of the public function, beside torch eager's Megatron formula, on a small input."""
     y, bias, _, g = inputs(64, 256, torch.bfloat16, "bias")
     tb.set_launch("direct")
     yg = y.clone().requires_grad_()
@@ -323,7 +320,7 @@ def test_host_time_per_call():
         a, b = torch.chunk(y, 2, -1)
         return torch.nn.functional.silu(a) * b
 
-    times = {
+    return {
         "op forward": per_call_us(lambda: _ops.forward(y, None, None, None, 1.0, 0.0, "none")),
         "op backward": per_call_us(lambda: _ops.backward(g, y, None, None, None, 1.0, 0.0)),
         "op bias backward": per_call_us(lambda: _ops.backward(g, y, bias, None, None, 1.0, 0.0)),
@@ -332,6 +329,26 @@ def test_host_time_per_call():
         "swiglu forward + backward": per_call_us(lambda: tb.swiglu(yg).backward(g)),
         "torch forward + backward": per_call_us(lambda: torch_swiglu(yg).backward(g)),
     }
+
+
+def test_host_time_per_call():
+    """The issue's target on a small input (the kernel takes a few microseconds, so the
+    host sets the pace): at most 50 us of host time per forward and per backward call
+    of the op, with a bias too (two launches: the kernel, then the sum of its partial
+    sums); the public functions, with validation and autograd, at most 50 us per
+    call above torch eager's own Megatron formula (which they replace) on the same
+    input. Measured on an H200 host: op 19 / 21 us, swiglu 42 us, forward + backward
+    197 us against torch's 125 us.
+
+    Measured in a fresh process: at the end of the GPU test files (seven minutes, many
+    compiled kernels) the same calls read 1.5 times slower on an H100 host (bias backward
+    54 us, session 10) than in a process of their own (passing in the same session), and
+    the target is the library's cost, not the test process's."""
+    code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+    code += "import test_gpu_direct as t; print(json.dumps(t.host_times()))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr[-2000:]
+    times = json.loads(found.stdout.splitlines()[-1])
     print({name: round(us, 1) for name, us in times.items()})
     assert times["op forward"] <= 50 and times["op backward"] <= 50, times
     assert times["op bias backward"] <= 50, times

@@ -123,29 +123,6 @@ def test_row_steps(rng, rows, variant, save_fp8):
                                    rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("rows", [1, 37, 70])
-def test_prefetching_row_steps_match_the_plain_loop(rng, monkeypatch, rows, variant):
-    """Loading each step's tiles one step ahead changes no bit of ``dy`` (the partial sums
-    may round differently): not at a group's last step (it loads nothing), a ragged group
-    or a single row."""
-    y, bias, weights, g = make(rng, rows, 40, jnp.bfloat16, *VARIANTS[variant])
-
-    def backward():
-        return kernels.backward_partials(
-            g, y, bias, weights, OPTIONS["clamp"], dy_dtype=jnp.bfloat16, interpret=True,
-            config=STEPPED_TILES,
-        )  # fmt: skip
-
-    looped = backward()
-    monkeypatch.setattr(kernels, "PREFETCH_ROW_STEPS", True)
-    prefetched = backward()
-    np.testing.assert_array_equal(np.asarray(prefetched[0]), np.asarray(looped[0]))
-    for found, wanted in zip(prefetched[1:], looped[1:], strict=True):
-        if wanted is not None:
-            np.testing.assert_allclose(np.asarray(found), np.asarray(wanted), rtol=1e-5, atol=1e-6)
-
-
 def test_row_steps_lower_for_cuda(rng):
     """The looping backward becomes one Triton custom call (the loop inside it) and the
     sum of its partials a second."""

@@ -45,12 +45,12 @@ Parts (``--parts``, comma-separated):
   lowering's default is 3), on the JAX path and, for the bias, the direct launch.
   Outcome (session 10): no change beyond 0.3 points anywhere: triton does not pipeline
   these loops.
-- ``prefetch_bias`` (session 10, not run yet): the bias backward's row-step loop loading
-  each step's tiles one step ahead (``kernels.PREFETCH_ROW_STEPS``), at ``PREFETCH_TILES``,
-  on both compilers. The kernel alone reads 87% of copy at 4096 x 2048 in bf16 where the
-  plain backward reads 95%, and fewer, longer programs were slower (8 x 128 with 16 steps
-  77% against 83% with 8, session 9): latency, not bandwidth, so two steps' loads in
-  flight should lift it.
+- ``prefetch_bias`` (session 10; its code, in the kernel behind a flag, was removed
+  after the run: commit ccd0add): the bias backward's row-step loop loading each step's
+  tiles one step ahead. Prediction: the kernel is latency-bound (8 x 128 with 16 steps
+  read 77% against 83% with 8), so two steps' loads in flight lift it. Outcome: wrong,
+  slower nearly everywhere on both compilers (4096 x 2048 bf16 83.1 -> 72.3% on the JAX
+  path; float32 89.5 -> 76.2), at best level.
 
 Device time per kernel from the profiler, inputs rotated through the benchmark's
 ``ROTATION_BYTES`` (times ``--l2-times``), each call's output kept until the next
@@ -98,10 +98,6 @@ GAP_SIZES = [(4096, 2048), (8192, 14336), (16384, 8192)]
 GAP_TILES = [(1, 1024, 4), (1, 2048, 8), (1, 2048, 4), (1, 4096, 8)]
 PER_THREAD_SIZES = [(8192, 4096), (8192, 11008), (8192, 14336), (16384, 8192), (32768, 14336)]
 PER_THREAD_TILES = [(1, 1024, 8), (1, 2048, 16), (1, 512, 8), (1, 1024, 16)]  # 4, 4, 2, 2
-PREFETCH_SIZES = [(4096, 2048), (4096, 4096), (8192, 14336)]
-PREFETCH_TILES = [  # rows, columns, warps, row steps
-    (16, 128, 4, 8), (32, 128, 4, 4), (8, 128, 4, 16), (16, 128, 4, 16), (32, 128, 8, 8),
-]  # fmt: skip
 STAGES = [1, 2, 3, 4]
 STAGES_SIZES = {
     "scaled_fp8_fwd": [(8192, 11008), (8192, 14336)],
@@ -394,45 +390,6 @@ def stages_candidates(op, rows, hidden, dtype):
     return found
 
 
-# ----------------------------------------------------------------------------- prefetch
-
-
-def _prefetching(make, rows, hidden, dtype):
-    """``make`` of a bias backward candidate built, and compiled by one call, with the
-    row-step loop loading one step ahead (``kernels.PREFETCH_ROW_STEPS``)."""
-
-    def build():
-        torch_dtype = getattr(torch, dtype)
-        g = torch.randn(rows, hidden, dtype=torch_dtype, device="cuda")
-        y = torch.randn(rows, 2 * hidden, dtype=torch_dtype, device="cuda")
-        saved, kernels.PREFETCH_ROW_STEPS = kernels.PREFETCH_ROW_STEPS, True
-        try:
-            fn = make()
-            fn(g, y, y[0])
-        finally:
-            kernels.PREFETCH_ROW_STEPS = saved
-        return fn
-
-    return build
-
-
-def prefetch_candidates(rows, hidden, dtype):
-    """The bias backward on the JAX path and the direct launch: the default tile with and
-    without prefetching, and ``PREFETCH_TILES`` with it."""
-    paths = bias_steps_candidates(rows, hidden, dtype)
-    paths = {"ours": paths["default"], "direct": paths["direct launch, default"]}
-    found = {}
-    for path, make in paths.items():
-        found[path] = functools.partial(make, None)
-        found[f"{path} prefetch"] = _prefetching(functools.partial(make, None), rows, hidden, dtype)
-        for bn, bh, w, steps in PREFETCH_TILES:
-            config = BlockConfig(bn, bh, num_warps=w, row_steps=steps)
-            found[f"{path} {bn}x{bh} w{w} s{steps} prefetch"] = _prefetching(
-                functools.partial(make, config), rows, hidden, dtype
-            )
-    return found
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -466,7 +423,6 @@ def parts(out: str) -> dict:
             STAGES_SIZES["bias_bwd"],
             functools.partial(stages_candidates, "bias_bwd"),
         ),
-        "prefetch_bias": ("bias_bwd", PREFETCH_SIZES, prefetch_candidates),
         "fwdgap": ("fwd", GAP_SIZES, functools.partial(gap_candidates, out, "fwd")),
         "bwdgap": ("bwd", GAP_SIZES, functools.partial(gap_candidates, out, "bwd")),
         **{

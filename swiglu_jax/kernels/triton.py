@@ -91,9 +91,6 @@ SMALL_GRID_ELEMENTS_PER_THREAD = 4
 # 97.4 (direct launch, was 88.5 / 93.3 / 96.6: within noise). One tile for both.
 REDUCING_TILE = (32, 128, 4, 4)  # rows, columns, warps, row steps
 REDUCING_TILE_16BIT = (16, 128, 4, 8)
-# Whether the backward's row-step loop loads each step's tiles one step ahead (being
-# measured: gaps.py prefetch_bias).
-PREFETCH_ROW_STEPS = False
 
 
 def default_config(
@@ -352,26 +349,23 @@ def _forward_kernel(
 
 def _backward_kernel(
     *refs, opts: Options, tile, row_steps: int, has_bias: bool, has_weights: bool,
-    has_scale: bool, prefetch: bool = False,
+    has_scale: bool,
 ):  # fmt: skip
     """Refs: ``g, y, [bias], [weights], [y_scale]``, then ``dy, [dbias partials],
     [dweights partials]``. Program ``(j, i)`` computes the ``row_steps`` tiles of row
     blocks ``i * row_steps + [0, row_steps)`` (a loop where there are several), adding
     their bias-gradient terms in registers, and sums those over rows once: partial row
-    ``i``. With ``prefetch`` each step loads the next step's tiles before it computes and
-    stores its own (the loads of two steps in flight)."""
+    ``i``."""
     take = _taker(refs)
     g_ref, y_ref, bias_ref, weights_ref = take(), take(), take(has_bias), take(has_weights)
     scale_ref = take(has_scale)
     dy_ref, dbias_ref, dweights_ref = take(), take(has_bias), take(has_weights)
 
-    def load(tile: _Tile):
-        return (tile.load(g_ref), *tile.load_halves(y_ref))
-
-    def compute(tile: _Tile, g, a, b):
+    def compute(tile: _Tile):
         """Stores the tile's ``dy`` and weights partials; returns its bias-gradient terms
         (zero outside the array)."""
-        g, a, b = (x.astype(jnp.float32) for x in (g, a, b))
+        g = tile.load(g_ref).astype(jnp.float32)
+        a, b = (x.astype(jnp.float32) for x in tile.load_halves(y_ref))
         if has_scale:
             scale = tile.load_per_row(scale_ref)
             a, b = _math.from_scaled_fp8(a, scale), _math.from_scaled_fp8(b, scale)
@@ -391,32 +385,17 @@ def _backward_kernel(
         return jnp.where(tile.mask, da, 0.0), jnp.where(tile.mask, db, 0.0)
 
     group = _Tile(*tile)  # program ids read here, outside the loop (see _Tile.at_block)
-    add = lambda sums, terms: tuple(s + t for s, t in zip(sums, terms, strict=True))
-    zeros = jnp.zeros(group.mask.shape, jnp.float32)
-    sums = (zeros, zeros) if has_bias else ()
-    first = group.i * row_steps
     if row_steps == 1:
-        terms = compute(group, *load(group))
-    elif not prefetch:
+        terms = compute(group)
+    else:
+        first = group.i * row_steps
 
         def step(k, sums):
-            tile = group.at_row_block(first + k)
-            terms = compute(tile, *load(tile))
-            return add(sums, terms) if has_bias else ()
+            terms = compute(group.at_row_block(first + k))
+            return tuple(s + t for s, t in zip(sums, terms, strict=True)) if has_bias else ()
 
-        terms = jax.lax.fori_loop(0, row_steps, step, sums)
-    else:
-
-        def prefetching_step(k, carry):
-            sums, loaded = carry
-            following = group.at_row_block(first + k + 1)
-            following.mask &= k + 1 < row_steps  # the group's last step loads nothing
-            ahead = load(following)
-            terms = compute(group.at_row_block(first + k), *loaded)
-            return (add(sums, terms) if has_bias else (), ahead)
-
-        start = group.at_row_block(first)
-        terms, _ = jax.lax.fori_loop(0, row_steps, prefetching_step, (sums, load(start)))
+        zeros = jnp.zeros(group.mask.shape, jnp.float32)
+        terms = jax.lax.fori_loop(0, row_steps, step, (zeros, zeros) if has_bias else ())
     if has_bias:  # (row groups, 2H)
         row = pl.ds(group.i, 1)
         for cols, d in zip((group.cols, group.linear_cols), terms, strict=True):
@@ -532,7 +511,6 @@ def backward_partials(
         has_bias=bias is not None,
         has_weights=weights is not None,
         has_scale=y_scale is not None,
-        prefetch=PREFETCH_ROW_STEPS,
     )
     outs = pl.pallas_call(
         kernel,
