@@ -57,7 +57,7 @@ for stage in "${stages[@]}"; do
     tiles) run_stage tiles python3 benchmarks/experiments/triton_tiles.py --small ;;
     gaps)
       run_stage gaps python3 benchmarks/experiments/gaps.py --out "$OUT" \
-        --parts "${GAPS_PARTS:-sweep_programs}" ;;
+        --parts "${GAPS_PARTS:-sweep_tiles}" ;;
     two) run_stage two python3 -m pytest tests/test_sharding.py -q -p no:cacheprovider -k two_gpus ;;
     *) summary+=("$stage: unknown stage") ;;
   esac

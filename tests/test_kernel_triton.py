@@ -179,30 +179,6 @@ def test_scaled_fp8_store(rng, variant, case):
     check(rng, rows, hidden, jnp.bfloat16, variant, OPTIONS["gpt_oss"], config, "scaled")
 
 
-@pytest.mark.parametrize("programs", [1, 3, 64])
-@pytest.mark.parametrize("rows", [1, 37])
-def test_scaled_fp8_store_in_fewer_programs(rng, monkeypatch, rows, programs):
-    """With ``SWEEP_PROGRAMS``, each program sweeps every ``programs``-th row block (here
-    10 row blocks of 4 at 37 rows: the last pass partly past the end) or the one there is:
-    against the reference, and the same bits as one program a row block."""
-    config = BlockConfig(block_rows=4, block_hidden=32)
-    y, bias, weights, _ = make(rng, rows, 129, jnp.bfloat16, True, True)
-
-    def forward():
-        return kernels.forward(
-            y, bias, weights, OPTIONS["gpt_oss"], save_fp8="scaled", interpret=True,
-            config=config,
-        )  # fmt: skip
-
-    wanted = forward()
-    monkeypatch.setattr(kernels, "SWEEP_PROGRAMS", programs)
-    for found, expected in zip(forward(), wanted, strict=True):
-        np.testing.assert_array_equal(
-            np.asarray(found).astype(np.float32), np.asarray(expected).astype(np.float32)
-        )
-    check(rng, rows, 129, jnp.bfloat16, "weighted_bias", OPTIONS["gpt_oss"], config, "scaled")
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
 def test_scaled_fp8_store_with_given_scales(rng, dtype):
     """The scales of a row sharded over devices come from the caller: usual tiles."""

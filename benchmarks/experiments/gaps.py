@@ -51,11 +51,16 @@ Parts (``--parts``, comma-separated):
   read 77% against 83% with 8), so two steps' loads in flight lift it. Outcome: wrong,
   slower nearly everywhere on both compilers (4096 x 2048 bf16 83.1 -> 72.3% on the JAX
   path; float32 89.5 -> 76.2), at best level.
-- ``sweep_programs`` (session 10, not run yet): the scaled store's wide rows with
-  ``SWEEP_PROGRAMS`` programs (each sweeping every ``SWEEP_PROGRAMS``-th row) against one
-  program a row, on both compilers. Prediction: a row's second sweep misses L2 because
-  about 260-530 rows of 57-115 KB (30 MB) are read between its two sweeps; 132-264
-  programs halve that and lift the wide rows from 79-87% toward 90%.
+- ``sweep_programs`` (session 10; its code, in the kernel behind a flag, was removed
+  after the run: commit 6712b58): the scaled store's wide rows in 132-528 programs, each
+  sweeping every n-th row. Prediction: a row's second sweep misses L2 because about
+  260-530 rows of 57-115 KB (30 MB) are read between its two sweeps; fewer programs
+  lift 79-87% toward 90%. Outcome: wrong. bf16 lost 9-24 points (132 programs: 63%),
+  float32 2-10 on the JAX path and within 0.6 on the direct launch. The direct launch's
+  float32 lead (87-88% against 79-83% from the same IR) stays unexplained.
+- ``sweep_tiles`` (session 10, not run yet): the scaled store's wide rows at 4096 and
+  8192 columns with 8, 16 and 32 warps on both compilers, to find whether XLA's
+  compilation wants other tiles than upstream triton's (float32 79-83% against 87-88%).
 
 Device time per kernel from the profiler, inputs rotated through the benchmark's
 ``ROTATION_BYTES`` (times ``--l2-times``), each call's output kept until the next
@@ -103,8 +108,8 @@ GAP_SIZES = [(4096, 2048), (8192, 14336), (16384, 8192)]
 GAP_TILES = [(1, 1024, 4), (1, 2048, 8), (1, 2048, 4), (1, 4096, 8)]
 PER_THREAD_SIZES = [(8192, 4096), (8192, 11008), (8192, 14336), (16384, 8192), (32768, 14336)]
 PER_THREAD_TILES = [(1, 1024, 8), (1, 2048, 16), (1, 512, 8), (1, 1024, 16)]  # 4, 4, 2, 2
-SWEEP_SIZES = [(8192, 11008), (8192, 14336), (32768, 14336)]
-SWEEP_PROGRAM_COUNTS = [132, 264, 396, 528]
+SWEEP_SIZES = [(8192, 11008), (8192, 14336)]
+SWEEP_TILES = [(4096, 8), (4096, 16), (4096, 32), (8192, 8), (8192, 16), (8192, 32)]
 STAGES = [1, 2, 3, 4]
 STAGES_SIZES = {
     "scaled_fp8_fwd": [(8192, 11008), (8192, 14336)],
@@ -400,10 +405,10 @@ def stages_candidates(op, rows, hidden, dtype):
 # ----------------------------------------------------------------------------- sweeps
 
 
-def sweep_programs_candidates(rows, hidden, dtype):
-    """The scaled store's forward on the JAX path and the direct launch, one program a
-    row and ``SWEEP_PROGRAM_COUNTS`` programs, each built and compiled by one call with
-    ``kernels.SWEEP_PROGRAMS`` set."""
+def sweep_tiles_candidates(rows, hidden, dtype):
+    """The scaled store's forward on the JAX path and the direct launch with
+    ``sweep_config``'s tile and with each of ``SWEEP_TILES``, built and compiled by one
+    call with ``kernels.sweep_config`` giving it (the direct launch's compiler reads it)."""
     from swiglu_jax.kernels import triton_ir
     from torch_bridge import _direct
 
@@ -412,17 +417,19 @@ def sweep_programs_candidates(rows, hidden, dtype):
     def direct():
         return lambda y: _direct.forward(y, None, None, None, 1.0, 0.0, "scaled")
 
-    def built(make, programs):
+    def built(make, config):
         def build():
             y = torch.randn(rows, 2 * hidden, dtype=getattr(torch, dtype), device="cuda")
-            saved, kernels.SWEEP_PROGRAMS = kernels.SWEEP_PROGRAMS, programs
+            saved = kernels.sweep_config
+            if config is not None:
+                kernels.sweep_config = lambda *args: config
             triton_ir.forward_ir.cache_clear()
             _direct._launchers.clear()
             try:
                 fn = make()
                 fn(y)
             finally:
-                kernels.SWEEP_PROGRAMS = saved
+                kernels.sweep_config = saved
                 triton_ir.forward_ir.cache_clear()
             return fn
 
@@ -431,8 +438,8 @@ def sweep_programs_candidates(rows, hidden, dtype):
     found = {}
     for path, make in (("ours", lambda: ours(None)), ("direct", direct)):
         found[path] = built(make, None)
-        for programs in SWEEP_PROGRAM_COUNTS:
-            found[f"{path} {programs} programs"] = built(make, programs)
+        for bh, w in SWEEP_TILES:
+            found[f"{path} 1x{bh} w{w}"] = built(make, BlockConfig(1, bh, num_warps=w))
     return found
 
 
@@ -469,7 +476,7 @@ def parts(out: str) -> dict:
             STAGES_SIZES["bias_bwd"],
             functools.partial(stages_candidates, "bias_bwd"),
         ),
-        "sweep_programs": ("scaled_fp8_fwd", SWEEP_SIZES, sweep_programs_candidates),
+        "sweep_tiles": ("scaled_fp8_fwd", SWEEP_SIZES, sweep_tiles_candidates),
         "fwdgap": ("fwd", GAP_SIZES, functools.partial(gap_candidates, out, "fwd")),
         "bwdgap": ("bwd", GAP_SIZES, functools.partial(gap_candidates, out, "bwd")),
         **{

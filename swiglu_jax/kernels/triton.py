@@ -165,9 +165,6 @@ SWEEP_BYTES_PER_THREAD = 16
 # row less: 78-97% of copy bandwidth where 1 x 4096 tiles of 8 warps gave 62-90%; one
 # 16384-column tile a row (one read) gave 62-80% (session 9).
 SWEEP_BLOCK_HIDDEN = (8192, 4096)  # ties go to the wider
-# Being measured (gaps.py sweep_programs): this many programs, each sweeping every
-# SWEEP_PROGRAMS-th row, so fewer rows are in flight between a row's two sweeps.
-SWEEP_PROGRAMS: int | None = None
 
 
 def sweep_config(rows: int, hidden: int, dtype) -> BlockConfig:
@@ -297,12 +294,10 @@ def _taker(refs):
 
 
 def _forward_kernel(
-    *refs, opts: Options, tile, has_bias: bool, has_weights: bool, save_fp8, scale_given: bool,
-    programs: int | None = None,
-):  # fmt: skip
+    *refs, opts: Options, tile, has_bias: bool, has_weights: bool, save_fp8, scale_given: bool
+):
     """Refs: ``y, [bias], [weights], [y_scale given]``, then ``out, [y_fp8], [y_scale
-    computed]``. The scaled store without given scales sweeps whole rows (module doc); with
-    ``programs``, program ``i`` sweeps row blocks ``i``, ``i + programs``, ..."""
+    computed]``. The scaled store without given scales sweeps whole rows (module doc)."""
     take = _taker(refs)
     y_ref, bias_ref, weights_ref = take(), take(has_bias), take(has_weights)
     scale_in_ref = take(scale_given)
@@ -334,34 +329,22 @@ def _forward_kernel(
         gate, linear = first.load_halves(y_ref)
         scale = _math.scale_from_amax(first.row_amax(gate, linear))
         compute(first, gate, linear, scale)
-        first.store_per_row(scale_out_ref, scale)
-        return
+    else:
 
-    def sweep(rows: _Tile):
         def maximum(j, amax):
-            block = rows.at_block(j)
+            block = first.at_block(j)
             return jnp.maximum(amax, block.row_amax(*block.load_halves(y_ref)))
 
         amax = jax.lax.fori_loop(0, blocks, maximum, jnp.zeros((bn, 1), jnp.float32))
         scale = _math.scale_from_amax(amax)
 
         def quantize(j, carry):
-            block = rows.at_block(j)
+            block = first.at_block(j)
             compute(block, *block.load_halves(y_ref), scale)
             return carry
 
         jax.lax.fori_loop(0, blocks, quantize, 0)
-        rows.store_per_row(scale_out_ref, scale)
-
-    if programs is None:
-        sweep(first)
-    else:  # rows past the end are masked: their loads and stores touch nothing
-
-        def sweep_row_block(k, carry):
-            sweep(first.at_row_block(first.i + k * programs))
-            return carry
-
-        jax.lax.fori_loop(0, pl.cdiv(tile[0], bn * programs), sweep_row_block, 0)
+    first.store_per_row(scale_out_ref, scale)
 
 
 def _backward_kernel(
@@ -446,12 +429,6 @@ def forward(
     inputs += [x.reshape(-1) for x in (bias,) if x is not None]
     inputs += [x for x in (weights, y_scale) if x is not None]
     bn, bh = config.block_rows, config.block_hidden
-    grid = _grid(rows, hidden, bn, bh)
-    programs = None
-    if sweeps_rows:  # whole rows: see the module doc
-        if grid[0] > 1 and SWEEP_PROGRAMS is not None:
-            programs = min(SWEEP_PROGRAMS, grid[1])
-        grid = (1, programs or grid[1])
     kernel = functools.partial(
         _forward_kernel,
         opts=opts,
@@ -460,12 +437,12 @@ def forward(
         has_weights=weights is not None,
         save_fp8=save_fp8,
         scale_given=y_scale is not None,
-        programs=programs,
     )
+    grid = _grid(rows, hidden, bn, bh)
     outs = pl.pallas_call(
         kernel,
         out_shape=out_shapes,
-        grid=grid,
+        grid=(1, grid[1]) if sweeps_rows else grid,  # whole rows: see the module doc
         compiler_params=_compiler_params(config),
         interpret=interpret,
         name="swiglu_forward_triton",
