@@ -58,9 +58,10 @@ Parts (``--parts``, comma-separated):
   lift 79-87% toward 90%. Outcome: wrong. bf16 lost 9-24 points (132 programs: 63%),
   float32 2-10 on the JAX path and within 0.6 on the direct launch. The direct launch's
   float32 lead (87-88% against 79-83% from the same IR) stays unexplained.
-- ``sweep_tiles`` (session 10, not run yet): the scaled store's wide rows at 4096 and
-  8192 columns with 8, 16 and 32 warps on both compilers, to find whether XLA's
-  compilation wants other tiles than upstream triton's (float32 79-83% against 87-88%).
+- ``sweep_tiles`` (session 10): the scaled store's wide rows at 4096 and 8192 columns
+  with 8, 16 and 32 warps on both compilers. Outcome: ``sweep_config``'s tile is the
+  best of the six on the JAX path at ``H`` = 11008 and 14336; the direct launch would
+  gain 4-6 points at 11008 from other tiles and nothing at 14336 (not applied).
 
 Device time per kernel from the profiler, inputs rotated through the benchmark's
 ``ROTATION_BYTES`` (times ``--l2-times``), each call's output kept until the next
