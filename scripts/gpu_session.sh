@@ -7,10 +7,11 @@
 # (benchmarks/memory.py), bridge (benchmarks/bridge_overhead.py), bench (the full
 # benchmark, bf16 and fp32; BENCH_OPS=fwd,bwd,... for some of its ops: all eight take
 # about 6 minutes on an H100), tiles (benchmarks/experiments/triton_tiles.py), gaps
-# (benchmarks/experiments/gaps.py, the parts in GAPS_PARTS: default the plain kernels'
-# tiles beside the peers), two (the two-GPU tests; needs a two-GPU machine). A stage
-# that fails does not stop the next. Wheels the machine lacks (pytest, hypothesis, liger...) are carried in .whl/
-# (ignored by git: name it in the device tool's carry) and installed under /tmp/site.
+# (benchmarks/experiments/gaps.py, the parts in GAPS_PARTS: default the ones not run
+# yet), two (the two-GPU tests; needs a two-GPU machine). A stage that fails does not
+# stop the next. Wheels the machine lacks (pytest, hypothesis, liger...) are carried in
+# .whl/ (ignored by git: name it in the device tool's carry) and installed under
+# /tmp/site.
 # STAGE_TIMEOUT=SECONDS stops a stage that runs longer (rc 124), so the summary still prints.
 # Results go to $OUT; the last lines printed are a short summary of every stage.
 set -uo pipefail
@@ -57,7 +58,7 @@ for stage in "${stages[@]}"; do
     tiles) run_stage tiles python3 benchmarks/experiments/triton_tiles.py --small ;;
     gaps)
       run_stage gaps python3 benchmarks/experiments/gaps.py --out "$OUT" \
-        --parts "${GAPS_PARTS:-perthread_fwd,perthread_bwd}" ;;
+        --parts "${GAPS_PARTS:-bias_wide}" ;;
     two) run_stage two python3 -m pytest tests/test_sharding.py -q -p no:cacheprovider -k two_gpus ;;
     *) summary+=("$stage: unknown stage") ;;
   esac

@@ -62,6 +62,11 @@ Parts (``--parts``, comma-separated):
   with 8, 16 and 32 warps on both compilers. Outcome: ``sweep_config``'s tile is the
   best of the six on the JAX path at ``H`` = 11008 and 14336; the direct launch would
   gain 4-6 points at 11008 from other tiles and nothing at 14336 (not applied).
+- ``bias_wide`` (session 10, not run yet): the bias backward with wider column blocks
+  (512-1024 columns, 1-4 rows, 8-32 row steps: 1-2 KB of each row contiguous, as the
+  plain kernel's tiles) on both compilers. Prediction: the kernel alone gains 1-2 us at
+  4096 x 2048 (31.8 us, the plain backward 29.3), more than the sum of 1-2 MB of
+  partial sums costs (0.5 MB now); 4096 x 4096 bf16 83 -> 86-88%.
 
 Device time per kernel from the profiler, inputs rotated through the benchmark's
 ``ROTATION_BYTES`` (times ``--l2-times``), each call's output kept until the next
@@ -109,6 +114,11 @@ GAP_SIZES = [(4096, 2048), (8192, 14336), (16384, 8192)]
 GAP_TILES = [(1, 1024, 4), (1, 2048, 8), (1, 2048, 4), (1, 4096, 8)]
 PER_THREAD_SIZES = [(8192, 4096), (8192, 11008), (8192, 14336), (16384, 8192), (32768, 14336)]
 PER_THREAD_TILES = [(1, 1024, 8), (1, 2048, 16), (1, 512, 8), (1, 1024, 16)]  # 4, 4, 2, 2
+WIDE_STEP_SIZES = [(4096, 2048), (4096, 4096), (8192, 14336)]
+WIDE_STEP_TILES = [  # rows, columns, warps, row steps: 256 to 2048 contiguous bytes a row
+    (1, 1024, 8, 32), (2, 1024, 8, 16), (2, 512, 4, 16), (4, 512, 8, 8), (4, 256, 4, 16),
+    (8, 256, 4, 8),
+]  # fmt: skip
 SWEEP_SIZES = [(8192, 11008), (8192, 14336)]
 SWEEP_TILES = [(4096, 8), (4096, 16), (4096, 32), (8192, 8), (8192, 16), (8192, 32)]
 STAGES = [1, 2, 3, 4]
@@ -175,9 +185,9 @@ def bias_candidates(rows, hidden, dtype):
     return found
 
 
-def bias_steps_candidates(rows, hidden, dtype):
+def bias_steps_candidates(rows, hidden, dtype, tiles=STEP_TILES):
     """The whole op, on the JAX path and on the direct launch (upstream triton), each
-    with its default tile and with ``STEP_TILES``."""
+    with its default tile and with ``tiles`` (rows, columns, warps, row steps)."""
     opts = Options()
     dt = jnp.dtype(dtype)
 
@@ -208,7 +218,7 @@ def bias_steps_candidates(rows, hidden, dtype):
         return fn
 
     found = {"default": whole, "direct launch, default": bridge}
-    for bn, bh, w, steps in STEP_TILES:
+    for bn, bh, w, steps in tiles:
         config = BlockConfig(bn, bh, num_warps=w, row_steps=steps)
         found[f"{bn}x{bh} w{w} s{steps}"] = functools.partial(whole, config)
         found[f"direct {bn}x{bh} w{w} s{steps}"] = functools.partial(bridge, config)
@@ -478,6 +488,11 @@ def parts(out: str) -> dict:
             functools.partial(stages_candidates, "bias_bwd"),
         ),
         "sweep_tiles": ("scaled_fp8_fwd", SWEEP_SIZES, sweep_tiles_candidates),
+        "bias_wide": (
+            "bias_bwd",
+            WIDE_STEP_SIZES,
+            functools.partial(bias_steps_candidates, tiles=WIDE_STEP_TILES),
+        ),
         "fwdgap": ("fwd", GAP_SIZES, functools.partial(gap_candidates, out, "fwd")),
         "bwdgap": ("bwd", GAP_SIZES, functools.partial(gap_candidates, out, "bwd")),
         **{
