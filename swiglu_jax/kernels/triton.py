@@ -333,7 +333,6 @@ def _forward_kernel(
         scale = _math.scale_from_amax(first.row_amax(gate, linear))
         compute(first, gate, linear, scale)
     else:
-
         # The running maximum stays a tile, one per thread's elements, reduced across
         # the warps once after the sweep: no barrier in the loop.
         def maximum(j, most):

@@ -1,0 +1,504 @@
+"""The Pallas Mosaic GPU backend (Hopper): one kernel per direction, TMA in and out.
+
+Each kernel instance owns one ``block_rows x block_hidden`` tile of the output: the grid
+is ``(cdiv(N, block_rows), cdiv(H, block_hidden))``. The instance copies its tiles of
+the gate, the linear half, the cotangent, the bias and the weights from global to shared
+memory with TMA, loads them into registers in the WGMMA layout (64-row groups spread over
+the warpgroup's four warps), applies ``swiglu_jax._math`` in float32, and writes its
+results back to shared memory and on to global memory with TMA. Several instances fit
+on one SM, so one instance's copies overlap another's arithmetic.
+
+Ragged edges: TMA reads fill out-of-bounds elements with zeros and TMA writes drop
+them, so a partial tile needs no special path; the reductions also mask what lies
+outside the array, so nothing out of bounds reaches ``dbias`` or ``dweights``. TMA
+needs 16-byte aligned row strides, so a hidden size that is not a multiple of
+``HIDDEN_ALIGN`` is padded with zeros inside the functions (one extra copy, only then).
+TMA coordinates are per dimension, so arrays of more than 2**31 elements are safe.
+
+Scaled fp8 store: an instance holds at most 256 columns of a row, so the row maxima come
+from an XLA reduction before the forward kernel (``_math.row_amax``: a second read of
+``y``, one float32 written per row); the kernel reads each row's scale beside the
+token weights and quantizes in the same pass that computes the output. The Triton
+kernels, first on CUDA, fuse the maximum too.
+
+Reductions without a second pass: the backward writes per-row-block partial sums of
+``dy`` for ``dbias``, ``(cdiv(N, block_rows), 2, H)`` in float32, and per-hidden-block
+partial sums of ``h * g`` for ``dweights``, ``(cdiv(H, block_hidden), N)`` in float32
+(both padded to whole blocks); a small ``jnp.sum`` over the first axis finishes each.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from swiglu_jax import _math
+from swiglu_jax._options import Options
+from swiglu_jax.kernels.config import BlockConfig
+
+FP8_DTYPE = _math.FP8_DTYPE
+SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
+
+# Rows of the WGMMA register layout that one warpgroup holds: block_rows is a multiple.
+WARPGROUP_ROWS = 64
+# TMA needs 16-byte row strides and boxes; 16 elements is that for every dtype (fp8 too).
+HIDDEN_ALIGN = 16
+# Largest extent of one TMA box dimension.
+MAX_TMA_BOX = 256
+
+_LAYOUT = plgpu.Layout.WGMMA
+_ROW_LAYOUT = _LAYOUT.reduce(1)  # one value per row: weights, dweights partials
+_COLUMN_LAYOUT = _LAYOUT.reduce(0)  # one value per column: bias, dbias partials
+
+# Lane semantics: untiled shared memory, so TMA boxes may cross any array edge.
+_SEMANTICS = plgpu.LoweringSemantics.Lane
+
+# jax 0.12 stores through ``plgpu.store``, whose bank-conflict check is optional; jax 0.11
+# has no ``plgpu.store`` and its ``ref[...] = x`` never checks.
+_HAS_STORE = hasattr(plgpu, "store")
+
+# jax 0.11 has no ``cost_estimate`` argument on ``plgpu.kernel``.
+_KERNEL_TAKES_COST = "cost_estimate" in inspect.signature(plgpu.kernel).parameters
+
+
+def default_config(rows: int, hidden: int, dtype) -> BlockConfig:
+    """One warpgroup's 64 rows by 64 (float32) or 128 (16-bit) hidden columns, fewer
+    for a small ``H``; the grid covers any ``rows``.
+
+    A 64 x 64 float32 tile is 32 registers a thread per live float32 array; 16-bit
+    inputs move half the bytes per element, so they take twice the columns for the same
+    bytes in flight per instance. Untuned: a first guess until measured on Hopper.
+    """
+    del rows  # Row count only changes the grid.
+    width = 64 if jnp.dtype(dtype).itemsize >= 4 else 128
+    return BlockConfig(block_rows=WARPGROUP_ROWS, block_hidden=min(width, _round_up(hidden)))
+
+
+def _round_up(n: int, multiple: int = HIDDEN_ALIGN) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+def _check_config(config: BlockConfig) -> None:
+    if config.block_rows % WARPGROUP_ROWS or config.block_rows > MAX_TMA_BOX:
+        raise ValueError(
+            f"block_rows must be a multiple of {WARPGROUP_ROWS} and at most {MAX_TMA_BOX} "
+            f"for the Mosaic GPU backend, got {config.block_rows=}"
+        )
+    if config.block_hidden % HIDDEN_ALIGN or config.block_hidden > MAX_TMA_BOX:
+        raise ValueError(
+            f"block_hidden must be a multiple of {HIDDEN_ALIGN} and at most {MAX_TMA_BOX} "
+            f"for the Mosaic GPU backend, got {config.block_hidden=}"
+        )
+
+
+def _check_dtypes(*dtypes) -> None:
+    """float16/bfloat16/float32 (float32 arithmetic inside); anything else, float64 say,
+    is ``NotImplementedError`` so that the dispatcher can fall back to XLA."""
+    for dtype in dtypes:
+        if jnp.dtype(dtype) not in SUPPORTED_DTYPES:
+            raise NotImplementedError(
+                f"the Mosaic GPU kernels take float16, bfloat16 and float32, got {dtype}"
+            )
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def _unpack(refs, *, has_bias, has_weights, has_scale):
+    """Splits the leading optional refs: ``(bias, weights, y_scale, rest)``, ``None``
+    for those absent."""
+    refs = list(refs)
+    bias = refs.pop(0) if has_bias else None
+    weights = refs.pop(0) if has_weights else None
+    scale = refs.pop(0) if has_scale else None
+    return bias, weights, scale, refs
+
+
+def _load_tile(smem):
+    # The WGMMA layout reads 8-element row segments of 8 rows at a time: from untiled
+    # shared memory with 64+ columns those rows share banks, which the optimized load
+    # refuses. TODO(perf): a swizzled or row-contiguous layout for the streaming path.
+    return plgpu.load(smem, layout=_LAYOUT, optimized=False).astype(jnp.float32)
+
+
+def _store(smem, value):
+    """``smem[...] = value``, accepting bank conflicts like ``_load_tile``."""
+    if _HAS_STORE:
+        plgpu.store(smem, value, optimized=False)
+    else:
+        smem[...] = value
+
+
+def _load_broadcast(smem, shape, kept_axis):
+    """A per-row (``kept_axis=0``) or per-column (``1``) vector, broadcast to the tile."""
+    layout = _ROW_LAYOUT if kept_axis == 0 else _COLUMN_LAYOUT
+    # Replicated over the warps that share a row or column: not bank-conflict free,
+    # and small enough not to matter, so the unoptimized load is accepted.
+    vector = plgpu.load(smem, layout=layout, optimized=False).astype(jnp.float32)
+    return plgpu.layout_cast(lax.broadcast_in_dim(vector, shape, (kept_axis,)), _LAYOUT)
+
+
+def _load_halves(y_smem, bias_smem, scale=None):
+    """The gate and linear tiles in float32 with the bias added, in the WGMMA layout;
+    ``y`` the scaled fp8 copy where its broadcast ``scale`` is given."""
+    a, b = _load_tile(y_smem.at[0]), _load_tile(y_smem.at[1])
+    if scale is not None:
+        a, b = _math.from_scaled_fp8(a, scale), _math.from_scaled_fp8(b, scale)
+    if bias_smem is not None:
+        a = a + _load_broadcast(bias_smem.at[0], a.shape, 1)
+        b = b + _load_broadcast(bias_smem.at[1], b.shape, 1)
+    return a, b
+
+
+GRID_NAMES = ("row_blocks", "hidden_blocks")
+
+
+def _block_index(axis: int):
+    return lax.axis_index(GRID_NAMES[axis])
+
+
+def _tile_slices(block_rows, block_hidden):
+    rows = pl.ds(_block_index(0) * block_rows, block_rows)
+    cols = pl.ds(_block_index(1) * block_hidden, block_hidden)
+    return rows, cols
+
+
+def _forward_kernel(y_gmem, *refs, opts, has_bias, has_weights, save_fp8, blocks):
+    """``out[rows, cols] = swiglu(y[rows, :, cols])``; with ``save_fp8`` also the fp8 copy.
+
+    Refs, after ``y``: ``bias (2, H)``, ``weights (N,)`` and, for ``"scaled"``, ``y_scale
+    (N,)`` (float32, when present), then ``out (N, H)``, ``y_fp8 (N, 2, H)`` (when
+    ``save_fp8``), then the scratch.
+    """
+    scaled = save_fp8 == "scaled"
+    bias_gmem, weights_gmem, scale_gmem, refs = _unpack(
+        refs, has_bias=has_bias, has_weights=has_weights, has_scale=scaled
+    )
+    out_gmem = refs.pop(0)
+    fp8_gmem = refs.pop(0) if save_fp8 else None
+    y_smem, bias_smem, weights_smem, scale_smem, out_smem, fp8_smem, barrier = refs
+    bias_smem = bias_smem if has_bias else None
+    rows, cols = _tile_slices(*blocks)
+
+    copies = [(y_gmem.at[rows, half, cols], y_smem.at[half]) for half in (0, 1)]
+    if has_bias:
+        copies.append((bias_gmem.at[:, cols], bias_smem))
+    if has_weights:
+        copies.append((weights_gmem.at[rows], weights_smem))
+    if scaled:
+        copies.append((scale_gmem.at[rows], scale_smem))
+    for src, dst in copies:
+        plgpu.copy_gmem_to_smem(src, dst, barrier)
+    plgpu.barrier_wait(barrier)
+
+    a, b = _load_halves(y_smem, bias_smem)
+    weights = _load_broadcast(weights_smem, a.shape, 0) if has_weights else None
+    _store(out_smem, _math.forward(a, b, weights, opts).astype(out_smem.dtype))
+    if scaled:
+        scale = _load_broadcast(scale_smem, a.shape, 0)
+        for half in (0, 1):
+            _store(fp8_smem.at[half], _math.to_scaled_fp8(_load_tile(y_smem.at[half]), scale))
+    elif save_fp8:
+        for half in (0, 1):
+            # Through float32: Hopper converts only 32-bit floats to float8 directly.
+            fp8_smem[half] = _math.to_fp8(y_smem[half].astype(jnp.float32))
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(out_smem, out_gmem.at[rows, cols])
+    if save_fp8:
+        for half in (0, 1):
+            plgpu.copy_smem_to_gmem(fp8_smem.at[half], fp8_gmem.at[rows, half, cols])
+    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+
+def _in_bounds_mask(shape, rows_total, cols_total, blocks):
+    """True where the tile's element lies inside the ``rows_total x cols_total`` array."""
+    block_rows, block_hidden = blocks
+    row = plgpu.broadcasted_iota(jnp.int32, shape, 0, layout=_LAYOUT)
+    col = plgpu.broadcasted_iota(jnp.int32, shape, 1, layout=_LAYOUT)
+    row_limit = rows_total - _block_index(0) * block_rows
+    col_limit = cols_total - _block_index(1) * block_hidden
+    return (row < row_limit) & (col < col_limit)
+
+
+def _backward_kernel(
+    g_gmem,
+    y_gmem,
+    *refs,
+    opts,
+    has_bias,
+    has_weights,
+    has_scale,
+    blocks,
+    rows_total,
+    cols_total,
+):
+    """``dy[rows, :, cols]`` and the partial sums of this tile for ``dbias``/``dweights``.
+
+    Refs, after ``g`` and ``y``: ``bias (2, H)``, ``weights (N,)`` and ``y_scale (N,)``
+    (float32, when present), then ``dy (N, 2, H)``, ``dbias_partial (row blocks, 2,
+    H_blocks)`` and ``dweights_partial (hidden blocks, N_blocks)`` (when present), then
+    the scratch.
+    """
+    bias_gmem, weights_gmem, scale_gmem, refs = _unpack(
+        refs, has_bias=has_bias, has_weights=has_weights, has_scale=has_scale
+    )
+    dy_gmem = refs.pop(0)
+    dbias_gmem = refs.pop(0) if has_bias else None
+    dweights_gmem = refs.pop(0) if has_weights else None
+    g_smem, y_smem, bias_smem, weights_smem, scale_smem, *refs = refs
+    dy_smem, dbias_smem, dweights_smem, barrier = refs
+    bias_smem = bias_smem if has_bias else None
+    rows, cols = _tile_slices(*blocks)
+
+    copies = [(g_gmem.at[rows, cols], g_smem)]
+    copies += [(y_gmem.at[rows, half, cols], y_smem.at[half]) for half in (0, 1)]
+    if has_bias:
+        copies.append((bias_gmem.at[:, cols], bias_smem))
+    if has_weights:
+        copies.append((weights_gmem.at[rows], weights_smem))
+    if has_scale:
+        copies.append((scale_gmem.at[rows], scale_smem))
+    for src, dst in copies:
+        plgpu.copy_gmem_to_smem(src, dst, barrier)
+    plgpu.barrier_wait(barrier)
+
+    g = _load_tile(g_smem)
+    scale = _load_broadcast(scale_smem, g.shape, 0) if has_scale else None
+    a, b = _load_halves(y_smem, bias_smem, scale)
+    weights = _load_broadcast(weights_smem, a.shape, 0) if has_weights else None
+    da, db, h = _math.backward(g, a, b, weights, opts)
+    _store(dy_smem.at[0], da.astype(dy_smem.dtype))
+    _store(dy_smem.at[1], db.astype(dy_smem.dtype))
+    if has_bias or has_weights:
+        inside = _in_bounds_mask(g.shape, rows_total, cols_total, blocks)
+    if has_bias:
+        dbias_smem[0] = jnp.sum(jnp.where(inside, da, 0.0), axis=0)
+        dbias_smem[1] = jnp.sum(jnp.where(inside, db, 0.0), axis=0)
+    if has_weights:
+        dweights_smem[...] = jnp.sum(jnp.where(inside, h * g, 0.0), axis=1)
+    plgpu.commit_smem()
+    for half in (0, 1):
+        plgpu.copy_smem_to_gmem(dy_smem.at[half], dy_gmem.at[rows, half, cols])
+    if has_bias:
+        plgpu.copy_smem_to_gmem(dbias_smem, dbias_gmem.at[_block_index(0), :, cols])
+    if has_weights:
+        plgpu.copy_smem_to_gmem(dweights_smem, dweights_gmem.at[_block_index(1), rows])
+    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+
+# ---------------------------------------------------------------------------- builders
+
+
+def _interpret_params(interpret):
+    """``None`` (compiled), or the GPU interpreter's parameters (defaults for ``True``);
+    tests pass their own to turn on race detection."""
+    if isinstance(interpret, plgpu.InterpretGPUParams):
+        return interpret
+    return plgpu.InterpretGPUParams() if interpret else None
+
+
+def _launch(body, *operands, out_type, scratch, grid, name, cost, interpret):
+    kwargs = {"cost_estimate": cost} if _KERNEL_TAKES_COST else {}
+    call = plgpu.kernel(
+        body,
+        out_type=out_type,
+        scratch_types=scratch,
+        # Launched with the hidden blocks first (CUDA's x, fastest in launch order): the
+        # instances running at the same time then cover contiguous stretches of rows, as
+        # in the Triton kernels (rows-first order cost those 2-7% on an H100).
+        grid=grid[::-1],
+        grid_names=GRID_NAMES[::-1],
+        compiler_params=plgpu.CompilerParams(lowering_semantics=_SEMANTICS),
+        interpret=_interpret_params(interpret),
+        kernel_name=name,
+        **kwargs,
+    )
+    return call(*operands)
+
+
+def _cost(operands, out_type, *, flops_per_element):
+    elements = math.prod(out_type[0].shape)  # out (N, H) or dy (N, 2, H)
+    return pl.CostEstimate(
+        flops=flops_per_element * elements,
+        transcendentals=elements,
+        bytes_accessed=sum(x.size * jnp.dtype(x.dtype).itemsize for x in (*operands, *out_type)),
+    )
+
+
+def _smem(shape, dtype, present=True):
+    # Absent operands still take a scratch slot (one element) so the body unpacks evenly.
+    return plgpu.SMEM(shape if present else (1,), dtype)
+
+
+def _prepare(y, bias, weights, config):
+    """Validated config, the hidden size padded to ``HIDDEN_ALIGN`` and float32 operands."""
+    rows, _, hidden = y.shape
+    if config is None:
+        config = default_config(rows, hidden, y.dtype)
+    _check_config(config)
+    padded = _round_up(hidden)
+    pad = padded - hidden
+    if pad:
+        y = jnp.pad(y, ((0, 0), (0, 0), (0, pad)))
+    if bias is not None:
+        bias = jnp.pad(bias.astype(jnp.float32), ((0, 0), (0, pad)))
+    if weights is not None:
+        weights = weights.reshape(rows).astype(jnp.float32)
+    block_hidden = min(config.block_hidden, padded)
+    blocks = (config.block_rows, block_hidden)
+    grid = (pl.cdiv(rows, blocks[0]), pl.cdiv(padded, blocks[1]))
+    return y, bias, weights, blocks, grid, pad
+
+
+def forward(
+    y, bias, weights, opts: Options, *, save_fp8, y_scale=None, interpret=False, config=None
+):
+    """Returns ``(out (N, H) in y.dtype, y_fp8 (N, 2, H) float8_e4m3fn or None, y_scale
+    (N, 1) float32 or None)``; the scaled store's ``y_scale`` from an XLA reduction
+    unless given (module doc).
+
+    ``interpret``: ``True`` or a ``plgpu.InterpretGPUParams`` (race detection, say) runs
+    Pallas' GPU interpreter instead of the compiled kernel. Raises
+    ``NotImplementedError`` for float64 (or other unsupported) ``y``.
+    """
+    _check_dtypes(y.dtype)
+    rows, _, hidden = y.shape
+    scaled = save_fp8 == "scaled"
+    if rows == 0:
+        out = jnp.zeros((0, hidden), y.dtype)
+        y_fp8 = jnp.zeros(y.shape, FP8_DTYPE) if save_fp8 else None
+        return out, y_fp8, (jnp.zeros((0, 1), jnp.float32) if scaled else None)
+    if scaled and y_scale is None:
+        y_scale = _math.scale_from_amax(_math.row_amax(y))
+    dtype = y.dtype
+    y, bias, weights, blocks, grid, pad = _prepare(y, bias, weights, config)
+    padded = y.shape[-1]
+    block_rows, block_hidden = blocks
+    has_bias, has_weights = bias is not None, weights is not None
+
+    out_type = [jax.ShapeDtypeStruct((rows, padded), dtype)]
+    if save_fp8:
+        out_type.append(jax.ShapeDtypeStruct((rows, 2, padded), FP8_DTYPE))
+    tile = (block_rows, block_hidden)
+    scratch = [
+        _smem((2, *tile), dtype),
+        _smem((2, block_hidden), jnp.float32, has_bias),
+        _smem((block_rows,), jnp.float32, has_weights),
+        _smem((block_rows,), jnp.float32, scaled),
+        _smem(tile, dtype),
+        _smem((2, *tile), FP8_DTYPE, bool(save_fp8)),
+        plgpu.Barrier(num_arrivals=2 + has_bias + has_weights + scaled),
+    ]
+    body = functools.partial(
+        _forward_kernel,
+        opts=opts,
+        has_bias=has_bias,
+        has_weights=has_weights,
+        save_fp8=save_fp8,
+        blocks=blocks,
+    )
+    scale = None if y_scale is None else y_scale.reshape(rows)
+    operands = [x for x in (y, bias, weights, scale) if x is not None]
+    cost = _cost(operands, out_type, flops_per_element=10)
+    results = _launch(
+        body,
+        *operands,
+        out_type=out_type,
+        scratch=scratch,
+        grid=grid,
+        name="swiglu_forward_mosaic_gpu",
+        cost=cost,
+        interpret=interpret,
+    )
+    out = results[0][:, :hidden] if pad else results[0]
+    y_fp8 = None
+    if save_fp8:
+        y_fp8 = results[1][:, :, :hidden] if pad else results[1]
+    return out, y_fp8, y_scale
+
+
+def backward(
+    g, y, bias, weights, opts: Options, *, dy_dtype, y_scale=None, interpret=False, config=None
+):
+    """Returns ``(dy (N, 2, H) in dy_dtype, dbias (2, H) or None, dweights (N, 1) or None)``.
+
+    ``y`` may be the ``float8_e4m3fn`` copy saved by the forward, scaled by the ``(N,
+    1)`` float32 ``y_scale`` where given. Raises ``NotImplementedError`` for float64 (or
+    other unsupported) inputs.
+    """
+    dy_dtype = jnp.dtype(dy_dtype)
+    _check_dtypes(g.dtype, dy_dtype, *([] if y.dtype == FP8_DTYPE else [y.dtype]))
+    rows, _, hidden = y.shape
+    dbias_dtype = None if bias is None else bias.dtype
+    weights_dtype = None if weights is None else weights.dtype
+    if rows == 0:
+        dy = jnp.zeros(y.shape, dy_dtype)
+        dbias = None if bias is None else jnp.zeros(bias.shape, bias.dtype)
+        dweights = None if weights is None else jnp.zeros(weights.shape, weights.dtype)
+        return dy, dbias, dweights
+    if config is None:
+        config = default_config(rows, hidden, dy_dtype)
+    y, bias, weights, blocks, grid, pad = _prepare(y, bias, weights, config)
+    if pad:
+        g = jnp.pad(g, ((0, 0), (0, pad)))
+    padded = y.shape[-1]
+    block_rows, block_hidden = blocks
+    has_bias, has_weights, has_scale = bias is not None, weights is not None, y_scale is not None
+
+    out_type = [jax.ShapeDtypeStruct((rows, 2, padded), dy_dtype)]
+    if has_bias:  # Padded to whole blocks: every TMA store of a partial lands in bounds.
+        out_type.append(jax.ShapeDtypeStruct((grid[0], 2, grid[1] * block_hidden), jnp.float32))
+    if has_weights:
+        out_type.append(jax.ShapeDtypeStruct((grid[1], grid[0] * block_rows), jnp.float32))
+    tile = (block_rows, block_hidden)
+    scratch = [
+        _smem(tile, g.dtype),
+        _smem((2, *tile), y.dtype),
+        _smem((2, block_hidden), jnp.float32, has_bias),
+        _smem((block_rows,), jnp.float32, has_weights),
+        _smem((block_rows,), jnp.float32, has_scale),
+        _smem((2, *tile), dy_dtype),
+        _smem((2, block_hidden), jnp.float32, has_bias),
+        _smem((block_rows,), jnp.float32, has_weights),
+        plgpu.Barrier(num_arrivals=3 + has_bias + has_weights + has_scale),
+    ]
+    body = functools.partial(
+        _backward_kernel,
+        opts=opts,
+        has_bias=has_bias,
+        has_weights=has_weights,
+        has_scale=has_scale,
+        blocks=blocks,
+        rows_total=rows,
+        cols_total=hidden,
+    )
+    scale = None if y_scale is None else y_scale.reshape(rows)
+    operands = [x for x in (g, y, bias, weights, scale) if x is not None]
+    cost = _cost(operands, out_type, flops_per_element=20)
+    results = list(
+        _launch(
+            body,
+            *operands,
+            out_type=out_type,
+            scratch=scratch,
+            grid=grid,
+            name="swiglu_backward_mosaic_gpu",
+            cost=cost,
+            interpret=interpret,
+        )
+    )
+    dy = results.pop(0)
+    dy = dy[:, :, :hidden] if pad else dy
+    dbias = dweights = None
+    if has_bias:
+        dbias = jnp.sum(results.pop(0), axis=0)[:, :hidden].astype(dbias_dtype)
+    if has_weights:
+        dweights = jnp.sum(results.pop(0), axis=0)[:rows, None].astype(weights_dtype)
+    return dy, dbias, dweights
