@@ -279,15 +279,12 @@ class _Tile:
     def store_per_row(self, ref, value):
         pltriton.store(ref.at[self.row_block, pl.ds(0, 1)], value, mask=self.row_ok[:, None])
 
-    def magnitudes(self, gate, linear):
-        """``(bn, bh)``: the larger finite magnitude of the two tiles at each position
-        (zero outside the array)."""
-        magnitude = lambda x: _math.finite_magnitude(x.astype(jnp.float32))
-        return jnp.where(self.mask, jnp.maximum(magnitude(gate), magnitude(linear)), 0.0)
-
     def row_amax(self, gate, linear):
         """``(bn, 1)``: the largest finite magnitude of each row of the two tiles."""
-        return jnp.max(self.magnitudes(gate, linear), axis=1)[:, None]
+        amax = lambda x: jnp.max(
+            jnp.where(self.mask, _math.finite_magnitude(x.astype(jnp.float32)), 0.0), axis=1
+        )
+        return jnp.maximum(amax(gate), amax(linear))[:, None]
 
 
 def _taker(refs):
@@ -333,14 +330,13 @@ def _forward_kernel(
         scale = _math.scale_from_amax(first.row_amax(gate, linear))
         compute(first, gate, linear, scale)
     else:
-        # The running maximum stays a tile, one per thread's elements, reduced across
-        # the warps once after the sweep: no barrier in the loop.
-        def maximum(j, most):
-            block = first.at_block(j)
-            return jnp.maximum(most, block.magnitudes(*block.load_halves(y_ref)))
 
-        most = jax.lax.fori_loop(0, blocks, maximum, jnp.zeros((bn, bh), jnp.float32))
-        scale = _math.scale_from_amax(jnp.max(most, axis=1)[:, None])
+        def maximum(j, amax):
+            block = first.at_block(j)
+            return jnp.maximum(amax, block.row_amax(*block.load_halves(y_ref)))
+
+        amax = jax.lax.fori_loop(0, blocks, maximum, jnp.zeros((bn, 1), jnp.float32))
+        scale = _math.scale_from_amax(amax)
 
         def quantize(j, carry):
             block = first.at_block(j)
@@ -365,10 +361,6 @@ def _backward_kernel(
     scale_ref = take(has_scale)
     dy_ref, dbias_ref, dweights_ref = take(), take(has_bias), take(has_weights)
 
-    group = _Tile(*tile)  # program ids read here, outside the loop (see _Tile.at_block)
-    # Every row block of the group has the same columns: the bias is loaded once.
-    bias_a, bias_b = group.load_bias(bias_ref) if has_bias else (None, None)
-
     def compute(tile: _Tile):
         """Stores the tile's ``dy`` and weights partials; returns its bias-gradient terms
         (zero outside the array)."""
@@ -378,6 +370,7 @@ def _backward_kernel(
             scale = tile.load_per_row(scale_ref)
             a, b = _math.from_scaled_fp8(a, scale), _math.from_scaled_fp8(b, scale)
         if has_bias:
+            bias_a, bias_b = tile.load_bias(bias_ref)
             a, b = a + bias_a, b + bias_b
         weights = tile.load_per_row(weights_ref) if has_weights else None
         da, db, h = _math.backward(g, a, b, weights, opts)
@@ -391,6 +384,7 @@ def _backward_kernel(
             )
         return jnp.where(tile.mask, da, 0.0), jnp.where(tile.mask, db, 0.0)
 
+    group = _Tile(*tile)  # program ids read here, outside the loop (see _Tile.at_block)
     if row_steps == 1:
         terms = compute(group)
     else:
