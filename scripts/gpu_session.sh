@@ -7,17 +7,21 @@
 # (benchmarks/memory.py), bridge (benchmarks/bridge_overhead.py), bench (the full
 # benchmark, bf16 and fp32; BENCH_OPS=fwd,bwd,... for some of its ops: all eight take
 # about 6 minutes on an H100), tiles (benchmarks/experiments/triton_tiles.py), gaps
-# (benchmarks/experiments/gaps.py, the parts in GAPS_PARTS: default the ones not run
-# yet), two (the two-GPU tests; needs a two-GPU machine). A stage that fails does not
-# stop the next. Wheels the machine lacks (pytest, hypothesis, liger...) are carried in
-# .whl/ (ignored by git: name it in the device tool's carry) and installed under
-# /tmp/site.
+# (benchmarks/experiments/gaps.py, the parts in GAPS_PARTS: default the plain kernels'
+# tiles beside the peers), ab (the benchmark of each copy of the code in ab/, made by
+# scripts/ab_prepare.sh, AB_ROUNDS times alternating, ours and the bridge only, BENCH_OPS
+# and AB_SIZES to narrow it; benchmarks/ab_compare.py's table last), two (the two-GPU
+# tests; needs a two-GPU machine). A stage that fails does not stop the next. Wheels the
+# machine lacks (pytest, hypothesis, liger...) are carried in .whl/ (ignored by git: name
+# it in the device tool's carry, and ab/ for the ab stage) and installed under /tmp/site.
 # STAGE_TIMEOUT=SECONDS stops a stage that runs longer (rc 124), so the summary still prints.
 # Results go to $OUT; the last lines printed are a short summary of every stage.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-results}"
 mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+root="$PWD"
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl >/dev/null
@@ -58,10 +62,22 @@ for stage in "${stages[@]}"; do
     bench)
       run_stage bench python3 -m swiglu_jax.bench --sizes full --dtypes bfloat16,float32 \
         --out "$OUT" ${BENCH_OPS:+--ops "$BENCH_OPS"} ;;
+    ab)  # each copy in ab/ (scripts/ab_prepare.sh), AB_ROUNDS rounds, alternating
+      for round in $(seq "${AB_ROUNDS:-2}"); do
+        for copy in ab/*/; do
+          name="$(basename "$copy")"
+          cd "$copy"  # python -m imports the copy: the current directory comes first
+          run_stage "ab-$round-$name" python3 -m swiglu_jax.bench --sizes "${AB_SIZES:-full}" \
+            --dtypes bfloat16,float32 --impls swiglu_jax:triton,torch_bridge \
+            --out "$OUT/ab-$round-$name" ${BENCH_OPS:+--ops "$BENCH_OPS"}
+          cd "$root"
+        done
+      done
+      python3 benchmarks/ab_compare.py "$OUT" >"$OUT/ab.log" 2>&1 ;;
     tiles) run_stage tiles python3 benchmarks/experiments/triton_tiles.py --small ;;
     gaps)
       run_stage gaps python3 benchmarks/experiments/gaps.py --out "$OUT" \
-        --parts "${GAPS_PARTS:-bias_wide}" ;;
+        --parts "${GAPS_PARTS:-perthread_fwd,perthread_bwd}" ;;
     two) run_stage two python3 -m pytest tests/test_sharding.py -q -p no:cacheprovider -k two_gpus ;;
     *) summary+=("$stage: unknown stage") ;;
   esac
@@ -73,7 +89,7 @@ for stage in "${stages[@]}"; do
   [ -f "$log" ] || continue
   case "$stage" in
     tests) grep -hE "^(FAILED|ERROR)" "$OUT/hosttime.log" "$log" | head -20 ;;
-    bench | memory | bridge | tiles) tail -n 30 "$log" ;;
+    bench | memory | bridge | tiles | ab) tail -n 40 "$log" ;;
     gaps) grep -vE "^\s*$" "$log" | tail -n 60 ;;
   esac
 done
