@@ -62,11 +62,12 @@ Parts (``--parts``, comma-separated):
   with 8, 16 and 32 warps on both compilers. Outcome: ``sweep_config``'s tile is the
   best of the six on the JAX path at ``H`` = 11008 and 14336; the direct launch would
   gain 4-6 points at 11008 from other tiles and nothing at 14336 (not applied).
-- ``bias_wide`` (session 10, not run yet): the bias backward with wider column blocks
-  (512-1024 columns, 1-4 rows, 8-32 row steps: 1-2 KB of each row contiguous, as the
-  plain kernel's tiles) on both compilers. Prediction: the kernel alone gains 1-2 us at
-  4096 x 2048 (31.8 us, the plain backward 29.3), more than the sum of 1-2 MB of
-  partial sums costs (0.5 MB now); 4096 x 4096 bf16 83 -> 86-88%.
+- ``bias_wide`` (session 10): the bias backward with wider column blocks (512-1024
+  columns, 1-4 rows, 8-32 row steps: 1-2 KB of each row contiguous, as the plain
+  kernel's tiles) on both compilers. Prediction: the kernel alone gains 1-2 us at 4096 x
+  2048, more than 1-2 MB of partial sums cost; 4096 x 4096 bf16 83 -> 86-88%. Outcome:
+  wrong, slower or level everywhere (1 x 1024 with 32 steps 70%; the kernel alone
+  37.2 us against 32.0).
 
 Device time per kernel from the profiler, inputs rotated through the benchmark's
 ``ROTATION_BYTES`` (times ``--l2-times``), each call's output kept until the next
@@ -76,6 +77,7 @@ Device time per kernel from the profiler, inputs rotated through the benchmark's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
@@ -133,6 +135,27 @@ def _jax(fn):
     """A jitted JAX function of torch tensors (through DLPack), outputs kept as JAX's."""
     jitted = jax.jit(fn)
     return lambda *xs: jitted(*(jax.dlpack.from_dlpack(x) for x in xs))
+
+
+@contextlib.contextmanager
+def _config_in_effect(rule: str, config, ir: str):
+    """``kernels.<rule>`` (the tile rule a kernel reads when given no config) giving
+    ``config`` (``None``: its own), with ``triton_ir.<ir>``'s cache and the direct
+    launch's compiled launchers cleared: what is built and first run inside compiles with
+    it (a jitted function or a launcher keeps what it compiled)."""
+    from swiglu_jax.kernels import triton_ir
+    from torch_bridge import _direct
+
+    saved, cache = getattr(kernels, rule), getattr(triton_ir, ir)
+    if config is not None:
+        setattr(kernels, rule, lambda *args, **kwargs: config)
+    cache.cache_clear()
+    _direct._launchers.clear()
+    try:
+        yield
+    finally:
+        setattr(kernels, rule, saved)
+        cache.cache_clear()
 
 
 def _with_tiles(ours, tiles) -> dict:
@@ -199,22 +222,13 @@ def bias_steps_candidates(rows, hidden, dtype, tiles=STEP_TILES):
     def bridge(config=None):
         """The direct launch, its kernel compiled now with ``config`` (cached until the
         next candidate is made)."""
-        from swiglu_jax.kernels import triton_ir
         from torch_bridge import _direct
 
         fn = lambda g, y, b: _direct.backward(g, y, b, None, None, 1.0, 0.0)[:2]
-        default = kernels.backward_config
-        if config is not None:
-            kernels.backward_config = lambda *args, **kwargs: config
-        triton_ir.backward_ir.cache_clear()
-        _direct._launchers.clear()
-        try:
-            torch_dtype = getattr(torch, dtype)
-            y = torch.randn(rows, 2 * hidden, dtype=torch_dtype, device="cuda")
+        torch_dtype = getattr(torch, dtype)
+        y = torch.randn(rows, 2 * hidden, dtype=torch_dtype, device="cuda")
+        with _config_in_effect("backward_config", config, "backward_ir"):
             fn(torch.randn(rows, hidden, dtype=torch_dtype, device="cuda"), y, y[0])
-        finally:
-            kernels.backward_config = default
-            triton_ir.backward_ir.cache_clear()
         return fn
 
     found = {"default": whole, "direct launch, default": bridge}
@@ -420,7 +434,6 @@ def sweep_tiles_candidates(rows, hidden, dtype):
     """The scaled store's forward on the JAX path and the direct launch with
     ``sweep_config``'s tile and with each of ``SWEEP_TILES``, built and compiled by one
     call with ``kernels.sweep_config`` giving it (the direct launch's compiler reads it)."""
-    from swiglu_jax.kernels import triton_ir
     from torch_bridge import _direct
 
     ours = _ours("scaled_fp8_fwd", rows, hidden, dtype)
@@ -431,17 +444,9 @@ def sweep_tiles_candidates(rows, hidden, dtype):
     def built(make, config):
         def build():
             y = torch.randn(rows, 2 * hidden, dtype=getattr(torch, dtype), device="cuda")
-            saved = kernels.sweep_config
-            if config is not None:
-                kernels.sweep_config = lambda *args: config
-            triton_ir.forward_ir.cache_clear()
-            _direct._launchers.clear()
-            try:
+            with _config_in_effect("sweep_config", config, "forward_ir"):
                 fn = make()
                 fn(y)
-            finally:
-                kernels.sweep_config = saved
-                triton_ir.forward_ir.cache_clear()
             return fn
 
         return build
