@@ -73,7 +73,9 @@ for stage in "${stages[@]}"; do
           cd "$root"
         done
       done
-      python3 benchmarks/ab_compare.py "$OUT" >"$OUT/ab.log" 2>&1 ;;
+      python3 benchmarks/ab_compare.py "$OUT" >"$OUT/ab.log" 2>&1
+      # one archive of the rounds' logs and results: the device tool returns 8 files
+      (cd "$OUT" && tar czf ab-rounds.tgz ab-*-*/ ab-*-*.log && rm -rf ab-*-*/ ab-*-*.log) ;;
     tiles) run_stage tiles python3 benchmarks/experiments/triton_tiles.py --small ;;
     gaps)
       run_stage gaps python3 benchmarks/experiments/gaps.py --out "$OUT" \
@@ -89,7 +91,8 @@ for stage in "${stages[@]}"; do
   [ -f "$log" ] || continue
   case "$stage" in
     tests) grep -hE "^(FAILED|ERROR)" "$OUT/hosttime.log" "$log" | head -20 ;;
-    bench | memory | bridge | tiles | ab) tail -n 40 "$log" ;;
+    bench | memory | bridge | tiles) tail -n 40 "$log" ;;
+    ab) cat "$log" ;;
     gaps) grep -vE "^\s*$" "$log" | tail -n 60 ;;
   esac
 done

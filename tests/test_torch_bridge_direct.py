@@ -155,6 +155,42 @@ def test_llm_size_accesses_are_vectorized(dtype, save_fp8, vector):
     assert re.search(r"st\.global\S*" + vector, ptx)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_scaled_sweeps_keep_their_cache_policies(dtype):
+    """The scaled store's two sweeps of wide rows reach the compiled code with their L2
+    policies (SWEEP_EVICT): the first sweep's loads evict_last, the second sweep's loads
+    and the stores evict_first; the kernels without sweeps carry none."""
+    pytest.importorskip("triton")
+    kernel = triton_ir.forward_ir(8192, 14336, dtype, None, None, Options(), "scaled")
+    assert "cachePolicy" not in kernel.ttir  # in the triton package's spelling
+    ptx = _direct.compile_kernel(kernel, 90).asm["ptx"]
+    loads = re.findall(r"ld\.global\S*", ptx)
+    stores = re.findall(r"st\.global\S*", ptx)
+    first = [x for x in loads if "L1::evict_last" in x]
+    second = [x for x in loads if "L1::evict_first" in x]
+    assert first and second and len(first) + len(second) == len(loads)
+    assert all("L2::cache_hint" in x for x in loads)
+    assert sum("evict_first" in x for x in stores) == len(stores) - 1  # all but the scales
+    for save_fp8 in (False, True):
+        plain = triton_ir.forward_ir(8192, 14336, dtype, None, None, Options(), save_fp8)
+        assert "evict" not in _direct.compile_kernel(plain, 90).asm["ptx"]
+
+
+@pytest.mark.parametrize(
+    "modifier, eviction, wanted",
+    [
+        ("none", "normal", ""),
+        ("none", "evict_last", " evictionPolicy = evict_last"),
+        ("cg", "normal", " cacheModifier = cg"),
+        ("cg", "evict_first", " cacheModifier = cg evictionPolicy = evict_first"),
+    ],
+)
+def test_cache_policy_in_the_triton_spelling(modifier, eviction, wanted):
+    policy = f"cache_modifier = {modifier}, eviction_policy = {eviction}"
+    line = f"%1 = tt.load %0, %m {{cachePolicy = #tt.cache_policy<{policy}>}} : tensor<8xf32>"
+    assert triton_ir._upstream_cache_policy(line) == f"%1 = tt.load %0, %m{wanted} : tensor<8xf32>"
+
+
 def test_ir_declines_what_the_kernels_decline():
     with pytest.raises(NotImplementedError, match="float64"):
         triton_ir.forward_ir(4, 8, "float64", None, None, Options(), False)

@@ -158,20 +158,28 @@ def backward_config(rows: int, hidden: int, dtype, *, bias: bool, weights: bool)
 # 2048 in bf16 1 x 2048 with 8 warps read 90.8% of copy, with 16 84.7%; in float32 16
 # warps 97.0%, 8 94.8%; at 4096 x 4096 in float32, 1 x 4096 with 16 warps 98.5%, 8 96.3%.
 SWEEP_BYTES_PER_THREAD = 16
-# It sweeps rows wider than one tile twice (module doc), and the second sweep must find
-# the row still in L2: fewer rows in flight per SM (more warps a program) and wider tiles.
-# Measured on an H100 (PERF_NOTES.md): 16 warps for 16-bit and 32 for 32-bit inputs (16
-# or 8 elements of each half a thread), tiles of 4096 or 8192 columns, whichever pads the
-# row less: 78-97% of copy bandwidth where 1 x 4096 tiles of 8 warps gave 62-90%; one
-# 16384-column tile a row (one read) gave 62-80% (session 9).
-SWEEP_BLOCK_HIDDEN = (8192, 4096)  # ties go to the wider
+# Rows of up to SWEEP_ONE_TILE columns take one tile of that width, read once. Wider rows
+# are swept twice (module doc) in tiles of SWEEP_BLOCK_HIDDEN columns, and the second
+# sweep must find the row still in L2: fewer rows in flight per SM (16 warps a program
+# for 16-bit and 32 for 32-bit inputs: 16 or 8 elements of each half a thread), and cache
+# policies (SWEEP_EVICT) that keep the first sweep's lines in L2 over the streams that
+# pass once: the second sweep's loads and every store. Measured on an H100 side by side
+# (PERF_NOTES.md, session 11) at H = 11008 and 14336: the policies lifted the JAX path
+# from 79-85% of copy to 82-91%, the direct launch from 77-87% to 88-98%; then 4096-column
+# tiles (where 4096 or 8192, whichever padded less, had given 8192 at 14336) +3.7 (bf16,
+# JAX path) and +6.3-6.4 (direct launch); 2048 columns, 8 or 32 warps all slower. Without
+# the policies, 1 x 4096 tiles of 8 warps gave 62-90% and one 16384-column tile a row (one
+# read) 62-80% (session 9).
+SWEEP_ONE_TILE = 8192
+SWEEP_BLOCK_HIDDEN = 4096
+SWEEP_EVICT = ("evict_last", "evict_first", "evict_first")  # sweep 1 loads, sweep 2 loads, stores
 
 
 def sweep_config(rows: int, hidden: int, dtype) -> BlockConfig:
     """The scaled store's forward tiles: where a row fits ``MAX_BLOCK_HIDDEN`` columns,
     whole rows in tiles of up to ``TILE_ELEMENTS``, ``SWEEP_BYTES_PER_THREAD`` of each half
-    a thread; else one row a program, ``SWEEP_BLOCK_HIDDEN`` columns, 8 warps per byte of
-    ``dtype``."""
+    a thread; else one row a program, in one tile of ``SWEEP_ONE_TILE`` columns where the
+    row fits it, else ``SWEEP_BLOCK_HIDDEN`` columns, 8 warps per byte of ``dtype``."""
     itemsize = jnp.dtype(dtype).itemsize
     if hidden <= MAX_BLOCK_HIDDEN:
         block_hidden = next_power_of_2(hidden)
@@ -179,7 +187,7 @@ def sweep_config(rows: int, hidden: int, dtype) -> BlockConfig:
         per_thread = SWEEP_BYTES_PER_THREAD // itemsize
         warps = min(MAX_WARPS, max(4, block_rows * block_hidden // (32 * per_thread)))
         return BlockConfig(block_rows, block_hidden, num_warps=warps)
-    block_hidden = min(SWEEP_BLOCK_HIDDEN, key=lambda bh: pl.cdiv(hidden, bh) * bh)
+    block_hidden = SWEEP_ONE_TILE if hidden <= SWEEP_ONE_TILE else SWEEP_BLOCK_HIDDEN
     return BlockConfig(1, block_hidden, num_warps=8 * itemsize)
 
 
@@ -243,26 +251,31 @@ class _Tile:
         """The tile of the same columns at row block ``i`` (a loop index, as above)."""
         return _Tile(*self.geometry, i=i, j=self.j)
 
-    def load_halves(self, ref):
+    def load_halves(self, ref, evict=None):
         """The gate and linear tiles of the ``(N, 2H)`` ref (unspecified outside the array:
-        stores are masked, and reductions mask their terms)."""
-        return (
-            pltriton.load(ref.at[self.row_block, self.cols], mask=self.mask),
-            pltriton.load(ref.at[self.row_block, self.linear_cols], mask=self.mask),
+        stores are masked, and reductions mask their terms); ``evict``: the L2 eviction
+        policy of the loads."""
+        return tuple(
+            pltriton.load(ref.at[self.row_block, cols], mask=self.mask, eviction_policy=evict)
+            for cols in (self.cols, self.linear_cols)
         )
 
-    def store_halves(self, ref, gate, linear):
-        pltriton.store(ref.at[self.row_block, self.cols], gate.astype(ref.dtype), mask=self.mask)
-        pltriton.store(
-            ref.at[self.row_block, self.linear_cols], linear.astype(ref.dtype), mask=self.mask
-        )
+    def store_halves(self, ref, gate, linear, evict=None):
+        for cols, x in ((self.cols, gate), (self.linear_cols, linear)):
+            pltriton.store(
+                ref.at[self.row_block, cols], x.astype(ref.dtype), mask=self.mask,
+                eviction_policy=evict,
+            )  # fmt: skip
 
     def load(self, ref):
         """The ``(bn, bh)`` tile of an ``(N, H)`` ref."""
         return pltriton.load(ref.at[self.row_block, self.cols], mask=self.mask)
 
-    def store(self, ref, value):
-        pltriton.store(ref.at[self.row_block, self.cols], value.astype(ref.dtype), mask=self.mask)
+    def store(self, ref, value, evict=None):
+        pltriton.store(
+            ref.at[self.row_block, self.cols], value.astype(ref.dtype), mask=self.mask,
+            eviction_policy=evict,
+        )  # fmt: skip
 
     def load_bias(self, ref):
         """Both halves of the ``(2H,)`` bias as ``(1, bh)`` rows, in float32."""
@@ -304,16 +317,16 @@ def _forward_kernel(
     out_ref, fp8_ref = take(), take(bool(save_fp8))
     scale_out_ref = take(save_fp8 == "scaled" and not scale_given)
 
-    def compute(tile: _Tile, gate, linear, scale):
+    def compute(tile: _Tile, gate, linear, scale, evict=None):
         a, b = gate.astype(jnp.float32), linear.astype(jnp.float32)
         if has_bias:
             bias_a, bias_b = tile.load_bias(bias_ref)
             a, b = a + bias_a, b + bias_b
         weights = tile.load_per_row(weights_ref) if has_weights else None
-        tile.store(out_ref, _math.forward(a, b, weights, opts))
+        tile.store(out_ref, _math.forward(a, b, weights, opts), evict)
         if scale is not None:
             gate, linear = (_math.to_scaled_fp8(x, scale) for x in (gate, linear))
-            tile.store_halves(fp8_ref, gate, linear)
+            tile.store_halves(fp8_ref, gate, linear, evict)
         elif save_fp8:
             tile.store_halves(fp8_ref, _math.to_fp8(gate), _math.to_fp8(linear))
 
@@ -333,14 +346,15 @@ def _forward_kernel(
 
         def maximum(j, amax):
             block = first.at_block(j)
-            return jnp.maximum(amax, block.row_amax(*block.load_halves(y_ref)))
+            halves = block.load_halves(y_ref, SWEEP_EVICT[0])
+            return jnp.maximum(amax, block.row_amax(*halves))
 
         amax = jax.lax.fori_loop(0, blocks, maximum, jnp.zeros((bn, 1), jnp.float32))
         scale = _math.scale_from_amax(amax)
 
-        def quantize(j, carry):
-            block = first.at_block(j)
-            compute(block, *block.load_halves(y_ref), scale)
+        def quantize(k, carry):
+            block = first.at_block(k)
+            compute(block, *block.load_halves(y_ref, SWEEP_EVICT[1]), scale, SWEEP_EVICT[2])
             return carry
 
         jax.lax.fori_loop(0, blocks, quantize, 0)

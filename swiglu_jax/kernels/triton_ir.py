@@ -238,6 +238,23 @@ def _array(value) -> tuple[tuple[int, ...], str]:
     return tuple(array_type.shape), ELEMENT_TYPES[str(array_type.element_type)]
 
 
+# jaxlib's Triton prints a load's or store's cache policy as one attribute; the triton
+# package parses it as two optional keywords of the op (absent: "none" and "normal").
+_CACHE_POLICY = re.compile(
+    r" \{cachePolicy = #tt\.cache_policy<cache_modifier = (\w+), eviction_policy = (\w+)>\}"
+)
+
+
+def _upstream_cache_policy(ttir: str) -> str:
+    def keywords(match):
+        modifier, eviction = match.groups()
+        words = [] if modifier == "none" else [f"cacheModifier = {modifier}"]
+        words += [] if eviction == "normal" else [f"evictionPolicy = {eviction}"]
+        return "".join(f" {word}" for word in words)
+
+    return _CACHE_POLICY.sub(keywords, ttir)
+
+
 def _kernel_ir(call) -> KernelIR:
     config = ir.DictAttr(call.attributes["mhlo.backend_config"])
 
@@ -247,7 +264,7 @@ def _kernel_ir(call) -> KernelIR:
     bytecode = ir.StringAttr(config["ir"]).value_bytes
     with _triton_lowering._new_ir_context(), ir.Location.unknown():
         module = ir.Module.parse(bytecode)
-        ttir = module.operation.get_asm(enable_debug_info=False)
+        ttir = _upstream_cache_policy(module.operation.get_asm(enable_debug_info=False))
     alignments = {int(a) for a in re.findall(r"tt\.divisibility = (\d+)", ttir)}
     return KernelIR(
         name=ir.StringAttr(config["name"]).value,
