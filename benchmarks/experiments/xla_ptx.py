@@ -15,6 +15,7 @@ import argparse
 import os
 import pathlib
 import re
+import shutil
 import sys
 import tempfile
 
@@ -40,7 +41,7 @@ def counts(ptx: str) -> dict[str, int]:
 
 def kernel_only(ptx: str, name: str) -> str:
     """The ``.entry`` of ``name`` (XLA's module holds every kernel of the program)."""
-    start = ptx.find(f".entry {name}")
+    start = ptx.find(f".entry {name}(")
     if start < 0:
         return ""
     end = ptx.find(".entry", start + 1)
@@ -65,13 +66,20 @@ def xla_ptx(op, rows, hidden, dtype, folder: pathlib.Path) -> str:
         raise ValueError(f"unknown op {op}")
     y = jax.ShapeDtypeStruct((rows, 2, hidden), jnp.dtype(dtype))
     forward = lambda y: kernels.forward(y, None, None, Options(), save_fp8="scaled")
+    shutil.rmtree(folder)  # this case's files only
+    folder.mkdir()
     jax.jit(forward).lower(y).compile()
-    found = sorted(folder.glob("*.ptx"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(found):
-        text = kernel_only(path.read_text(), "swiglu_forward_triton")
-        if text:
-            return text
-    return ""
+    entries = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and ".entry" in (text := path.read_text(errors="replace")):
+            for name in re.findall(r"\.entry\s+(\w+)", text):
+                entries[f"{path.name}:{name}"] = kernel_only(text, name)
+    print(f"{rows}x{2 * hidden} {dtype}: XLA's entries {list(entries)}", file=sys.stderr)
+    if not entries:
+        for path in sorted(folder.rglob("*")):
+            print(f"  dumped: {path.relative_to(folder)}", file=sys.stderr)
+        return ""
+    return max(entries.values(), key=lambda text: len(re.findall(r"ld\.global", text)))
 
 
 def triton_ptx(op, rows, hidden, dtype) -> str:

@@ -19,7 +19,9 @@ quantizes any of it, so its forward gives each program whole rows: grid ``(1, ro
 blocks)``, the program sweeping its rows' hidden blocks twice where there are several
 (``H > block_hidden``): once for the maximum, once for the output and the fp8 copy. The
 second sweep reads what the first just read, from the L1/L2 cache rather than HBM (a row
-of ``H = 14336`` in bfloat16 is 56 KiB), so HBM still sees ``y`` read once. Where the
+of ``H = 14336`` in bfloat16 is 56 KiB), so HBM still sees ``y`` read once: the first
+sweep's loads ask L2 to keep their lines (``evict_last``), the second sweep's loads and
+the stores, which pass once, to drop theirs first (``SWEEP_EVICT``). Where the
 caller gives the row scales (``H`` sharded: the maximum spans devices), the forward
 keeps its usual tiles and only quantizes.
 """
