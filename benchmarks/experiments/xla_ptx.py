@@ -99,7 +99,9 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dump = pathlib.Path(tempfile.mkdtemp(prefix="xla_dump_"))
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump}"
+    # XLA writes a Triton kernel's PTX only with an emitter filter (jaxlib 0.11.2).
+    flags = f"--xla_dump_to={dump} --xla_dump_emitter_re=.*"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}"
     rows_out = []
     for case in args.cases.split(","):
         op, rows, hidden, dtype = parse(case)
