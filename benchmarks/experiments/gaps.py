@@ -467,6 +467,58 @@ def sweep_tiles_candidates(rows, hidden, dtype):
     return found
 
 
+CARVEOUTS = [("default", -1), ("100", 100), ("50", 50), ("0", 0), ("default again", -1)]
+
+
+def _set_carveout(rows, hidden, dtype, percent):
+    """Sets the direct launch's scaled-forward kernel for ``(rows, 2H)`` ``dtype`` to prefer
+    ``percent`` of the SM's unified L1 / shared memory as shared memory (-1: no
+    preference, the default; 0: the most L1)."""
+    import ctypes
+
+    from torch_bridge import _direct
+
+    cuda = ctypes.CDLL("libcuda.so.1")
+    found = 0
+    for launcher in _direct._launchers.values():
+        if launcher is None or launcher.kernel_ir.name != "swiglu_forward_triton":
+            continue
+        if launcher.kernel_ir.operands[0] != ((rows, 2 * hidden), dtype):
+            continue
+        attribute = 9  # CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT
+        status = cuda.cuFuncSetAttribute(
+            ctypes.c_void_p(launcher.compiled.function), attribute, ctypes.c_int(percent)
+        )
+        if status:
+            raise RuntimeError(f"cuFuncSetAttribute: CUresult {status}")
+        found += 1
+    if not found:
+        raise RuntimeError("no direct-launch kernel of that shape")
+
+
+def carveout_candidates(rows, hidden, dtype):
+    """The scaled store's forward on the JAX path, and on the direct launch with each
+    of ``CARVEOUTS``: whether the second sweep's hits come from L1, whose size the
+    shared-memory carveout sets (XLA's launch may prefer another carveout than triton's)."""
+    from torch_bridge import _direct
+
+    ours = _ours("scaled_fp8_fwd", rows, hidden, dtype)
+
+    def direct(percent):
+        def make():
+            fn = lambda y: _direct.forward(y, None, None, None, 1.0, 0.0, "scaled")
+            fn(torch.randn(rows, 2 * hidden, dtype=getattr(torch, dtype), device="cuda"))
+            _set_carveout(rows, hidden, dtype, percent)
+            return fn
+
+        return make
+
+    found = {"ours": lambda: ours(None)}
+    for name, percent in CARVEOUTS:
+        found[f"direct carveout {name}"] = direct(percent)
+    return found
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -501,6 +553,7 @@ def parts(out: str) -> dict:
             functools.partial(stages_candidates, "bias_bwd"),
         ),
         "sweep_tiles": ("scaled_fp8_fwd", SWEEP_SIZES, sweep_tiles_candidates),
+        "carveout": ("scaled_fp8_fwd", SWEEP_SIZES, carveout_candidates),
         "bias_wide": (
             "bias_bwd",
             WIDE_STEP_SIZES,
