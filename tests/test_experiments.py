@@ -46,3 +46,18 @@ def test_a_config_in_effect_reaches_both_compilers_and_is_restored():
         assert (ir.grid[1], inside.grid[1]) == (2, 8)  # 4 x 512 tiles; 1 row a program
     assert gaps.kernels.sweep_config is rule
     assert triton_ir.forward_ir.cache_info().currsize == 0
+
+
+def test_xla_ptx_reads_the_triton_side_on_any_host():
+    """``xla_ptx.py``'s triton side and its counts run without a GPU: the scaled store's
+    sweeps (rows wider than one 8192 tile) carry their cache policies."""
+    import xla_ptx
+
+    ptx = xla_ptx.triton_ptx("scaled", 4, 8200, "float32")
+    assert ptx.startswith(".entry swiglu_forward_triton(")
+    found = xla_ptx.counts(ptx)
+    assert found["ld evict_last"] == found["ld evict_first"] > 0
+    assert found["ld.global"] == found["ld evict_last"] + found["ld evict_first"]
+    assert found["local (spills)"] == 0
+    assert xla_ptx.kernel_only(ptx, "another_kernel") == ""
+    assert xla_ptx.parse("scaled:8192x28672:float32") == ("scaled", 8192, 14336, "float32")

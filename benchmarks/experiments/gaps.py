@@ -513,10 +513,33 @@ def carveout_candidates(rows, hidden, dtype):
 
         return make
 
+    def ours_preferring(config):
+        def make():
+            _set_context_cache_config(config)
+            return ours(None)
+
+        return make
+
     found = {"ours": lambda: ours(None)}
     for name, percent in CARVEOUTS:
         found[f"direct carveout {name}"] = direct(percent)
+    for name, config in CACHE_CONFIGS:
+        found[f"ours, context {name}"] = ours_preferring(config)
     return found
+
+
+CACHE_CONFIGS = [("prefers L1", 2), ("prefers shared", 1), ("no preference", 0)]
+
+
+def _set_context_cache_config(config):
+    """``cuCtxSetCacheConfig`` on the current (primary) context: the L1 / shared memory
+    preference of kernels launched without one of their own (0 none, 1 shared, 2 L1)."""
+    import ctypes
+
+    torch.cuda.init()  # the primary context, current on this thread (JAX's too)
+    status = ctypes.CDLL("libcuda.so.1").cuCtxSetCacheConfig(ctypes.c_int(config))
+    if status:
+        raise RuntimeError(f"cuCtxSetCacheConfig: CUresult {status}")
 
 
 # ----------------------------------------------------------------------------- main
