@@ -127,6 +127,9 @@ WIDE_STEP_TILES = [  # rows, columns, warps, row steps: 256 to 2048 contiguous b
     (1, 1024, 8, 32), (2, 1024, 8, 16), (2, 512, 4, 16), (4, 512, 8, 8), (4, 256, 4, 16),
     (8, 256, 4, 8),
 ]  # fmt: skip
+OCCUPANCY_STEP_TILES = [  # rows, columns, warps, row steps: more warps a GPU, 71 or fewer registers
+    (8, 128, 4, 4), (8, 128, 4, 2), (4, 128, 4, 8), (4, 256, 4, 8), (16, 128, 8, 4),
+]  # fmt: skip
 SWEEP_SIZES = [(8192, 11008), (8192, 14336)]
 SWEEP_TILES = [  # columns, warps
     (2048, 16), (2048, 32), (4096, 8), (4096, 16), (4096, 32), (8192, 8), (8192, 16), (8192, 32),
@@ -581,6 +584,11 @@ def parts(out: str) -> dict:
             "bias_bwd",
             WIDE_STEP_SIZES,
             functools.partial(bias_steps_candidates, tiles=WIDE_STEP_TILES),
+        ),
+        "bias_occupancy": (
+            "bias_bwd",
+            STEP_SIZES,
+            functools.partial(bias_steps_candidates, tiles=OCCUPANCY_STEP_TILES),
         ),
         "fwdgap": ("fwd", GAP_SIZES, functools.partial(gap_candidates, out, "fwd")),
         "bwdgap": ("bwd", GAP_SIZES, functools.partial(gap_candidates, out, "bwd")),
