@@ -149,6 +149,8 @@ SCALED_CASES = {
     "swept": (21, 40, SMALL_TILES),
     "swept_ragged": (37, 129, BlockConfig(block_rows=4, block_hidden=32)),
     "swept_default": (3, 11008, None),  # sweep_config: 3 blocks of 4096, the last ragged
+    # 16-bit segments (kernels.segment_width: 256 columns): 2 blocks of 2, the last ragged
+    "segments": (5, 768, BlockConfig(block_rows=1, block_hidden=512, num_warps=2)),
 }
 
 
@@ -170,6 +172,40 @@ def test_sweep_config():
         for dtype, warps in ((jnp.bfloat16, 16), (jnp.float16, 16), (jnp.float32, 32)):
             config = kernels.sweep_config(8192, hidden, dtype)
             assert (config.block_rows, config.block_hidden, config.num_warps) == (1, block, warps)
+
+
+def test_segment_width():
+    """The scaled store's sweep takes 16-bit rows in 256-column segments where ``H`` and
+    the block are whole segments and each warp has one; float32 and the rest do not."""
+    sweep = BlockConfig(1, 4096, num_warps=16)
+    assert kernels.segment_width(11008, jnp.bfloat16, sweep) == 256
+    assert kernels.segment_width(14336, jnp.float16, sweep) == 256
+    assert kernels.segment_width(14336, jnp.float32, BlockConfig(1, 4096, num_warps=32)) is None
+    assert kernels.segment_width(11000, jnp.bfloat16, sweep) is None  # not whole segments
+    assert kernels.segment_width(4096, jnp.bfloat16, sweep) is None  # one block: one read
+    assert kernels.segment_width(8192, jnp.bfloat16, BlockConfig(2, 4096, num_warps=16)) is None
+    assert kernels.segment_width(8192, jnp.bfloat16, BlockConfig(1, 512, num_warps=4)) is None
+    assert kernels.segment_width(11008, jnp.bfloat16, kernels.sweep_config(8, 11008, "bfloat16"))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("options", ["default", "gpt_oss"])
+def test_segments_are_the_tiles_sweep_bit_for_bit(rng, dtype, options):
+    """The segments' sweep (``_Segments``) and the tiles' (``_Tile``) compute the same
+    bits: out, the scaled copy and the scales, with a bias and weights, ragged blocks."""
+    rows, hidden, bh = 6, 1280, 512  # 5 segments of 256: blocks of 2, 2 and 1
+    y = jnp.asarray(rng.standard_normal((rows, 2, hidden)) * 3, dtype).at[2, 1, 1100].set(99)
+    bias = jnp.asarray(rng.standard_normal((2, hidden)), dtype)
+    weights = jnp.asarray(rng.uniform(0.5, 2, (rows, 1)), jnp.float32)
+    segments = BlockConfig(1, bh, num_warps=2)
+    tiles = BlockConfig(1, bh, num_warps=4)  # more warps than segments: the tiles' sweep
+    assert kernels.segment_width(hidden, dtype, segments) == 256
+    assert kernels.segment_width(hidden, dtype, tiles) is None
+    run = lambda config: kernels.forward(
+        y, bias, weights, OPTIONS[options], save_fp8="scaled", interpret=True, config=config
+    )
+    for got, want in zip(run(segments), run(tiles), strict=True):
+        np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
 
 
 @pytest.mark.parametrize("case", SCALED_CASES)

@@ -301,6 +301,116 @@ class _Tile:
         )
         return jnp.maximum(amax(gate), amax(linear))[:, None]
 
+    def amax_zeros(self):
+        return jnp.zeros((self.geometry[2], 1), jnp.float32)
+
+    def row_maximum(self, amax, partials_ref, barrier):
+        """Each row's maximum from ``row_amax``'s running values: they are it already."""
+        del partials_ref, barrier
+        return amax
+
+
+class _Segments:
+    """Where program ``(0, i)`` of a sweep works when each of its rows' hidden blocks is
+    ``bh / width`` segments of ``width`` columns, one warp's 16-byte loads each
+    (``segment_width``): arrays are addressed as ``(N, columns / width, width)`` views,
+    ``y``'s gate at segments ``[0, H / width)``, the linear half after. A segment's
+    maximum is a sum over one warp's lanes, and the row's maximum is taken from the
+    segments' maxima through global memory (``row_maximum``): the kernel uses no shared
+    memory, so XLA launches it without preferring shared memory over L1, and the second
+    sweep finds the row in L1 (module doc)."""
+
+    def __init__(self, rows: int, hidden: int, bn: int, bh: int, width: int, i=None, j=None):
+        del bn  # one row a program
+        self.i = pl.program_id(1) if i is None else i
+        j = pl.program_id(0) if j is None else j  # 0, traced: slices past the end are masked
+        self.geometry = (rows, hidden, 1, bh, width)
+        self.count, self.segments = bh // width, hidden // width
+        first = j * self.count
+        ok = (first + jax.lax.iota(jnp.int32, self.count)) < self.segments
+        self.mask = jnp.broadcast_to(ok[:, None], (self.count, width))
+        self.segs = pl.ds(first, self.count)
+        self.linear_segs = pl.ds(self.segments + first, self.count)
+        self.lanes = pl.ds(0, width)
+
+    def at_block(self, j) -> _Segments:
+        return _Segments(*self.geometry, i=self.i, j=j)
+
+    def load_halves(self, ref, evict=None):
+        return tuple(
+            pltriton.load(ref.at[self.i, segs, self.lanes], mask=self.mask, eviction_policy=evict)
+            for segs in (self.segs, self.linear_segs)
+        )
+
+    def store_halves(self, ref, gate, linear, evict=None):
+        for segs, x in ((self.segs, gate), (self.linear_segs, linear)):
+            pltriton.store(
+                ref.at[self.i, segs, self.lanes], x.astype(ref.dtype), mask=self.mask,
+                eviction_policy=evict,
+            )  # fmt: skip
+
+    def store(self, ref, value, evict=None):
+        pltriton.store(
+            ref.at[self.i, self.segs, self.lanes], value.astype(ref.dtype), mask=self.mask,
+            eviction_policy=evict,
+        )  # fmt: skip
+
+    def load_bias(self, ref):
+        """Both halves of the ``(2H / width, width)`` bias view, in float32."""
+        return tuple(
+            pltriton.load(ref.at[segs, self.lanes], mask=self.mask).astype(jnp.float32)
+            for segs in (self.segs, self.linear_segs)
+        )
+
+    def load_per_row(self, ref):
+        """The row's value (token weight) of the ``(N, 1)`` ref: a float32 scalar."""
+        return ref[self.i, 0].astype(jnp.float32)
+
+    def store_per_row(self, ref, value):
+        ref[self.i, 0] = value
+
+    def row_amax(self, gate, linear):
+        """``(segments,)``: each segment's largest finite magnitude, over both halves."""
+        amax = lambda x: jnp.max(
+            jnp.where(self.mask, _math.finite_magnitude(x.astype(jnp.float32)), 0.0), axis=1
+        )
+        return jnp.maximum(amax(gate), amax(linear))
+
+    def amax_zeros(self):
+        return jnp.zeros((self.count,), jnp.float32)
+
+    def row_maximum(self, amax, partials_ref, barrier: bool):
+        """The row's maximum, a scalar in every thread: each warp stores its segments'
+        maxima in the ``(N, segments, 1)`` scratch, and after a barrier every thread reads
+        them all back (the same addresses: no exchange between warps in shared memory)."""
+        # (segments, 1): in the layout the maxima have, without an exchange to store them
+        pltriton.store(partials_ref.at[self.i, pl.ds(0, self.count), pl.ds(0, 1)], amax[:, None])
+        if barrier:
+            pltriton.debug_barrier()
+        return functools.reduce(
+            jnp.maximum, [partials_ref[self.i, k, 0] for k in range(self.count)]
+        )
+
+
+def segment_width(hidden: int, dtype, config: BlockConfig) -> int | None:
+    """The columns of one warp's 16-byte loads (256 of a 16-bit type) where the scaled
+    store's sweep takes its rows in segments of that width (``_Segments``): a 16-bit
+    ``dtype``, one row a program, swept (``H`` above the block), ``H`` and the block whole
+    segments, at least one segment a warp; else ``None``.
+
+    Measured side by side on an H100 (PERF_NOTES.md, session 11), segments against the
+    tiles' sweep: bf16 +3.8 to +4.3 points of copy on the JAX path (92.4-93.8%), level
+    or +1.3 on the direct launch. Float32 is left out: its programs are 32 warps, and
+    XLA's compilation of the segments takes 40 registers a thread, one program an SM
+    where there were two; it read +6.7 at ``H`` = 14336 but -11.5 at 11008 (-6.1 on the
+    direct launch)."""
+    if jnp.dtype(dtype).itemsize != 2:
+        return None
+    width = 32 * SWEEP_BYTES_PER_THREAD // jnp.dtype(dtype).itemsize
+    bn, bh = config.block_rows, config.block_hidden
+    fits = bn == 1 and hidden > bh and hidden % width == 0 and bh % width == 0
+    return width if fits and bh // width >= config.num_warps else None
+
 
 def _taker(refs):
     """``take(present)``: the next of ``refs`` if ``present``, else ``None``."""
@@ -309,15 +419,20 @@ def _taker(refs):
 
 
 def _forward_kernel(
-    *refs, opts: Options, tile, has_bias: bool, has_weights: bool, save_fp8, scale_given: bool
-):
+    *refs, opts: Options, tile, has_bias: bool, has_weights: bool, save_fp8, scale_given: bool,
+    width: int | None = None, barrier: bool = True,
+):  # fmt: skip
     """Refs: ``y, [bias], [weights], [y_scale given]``, then ``out, [y_fp8], [y_scale
-    computed]``. The scaled store without given scales sweeps whole rows (module doc)."""
+    computed], [segment maxima]``. The scaled store without given scales sweeps whole
+    rows (module doc), in segments of ``width`` columns where given (``_Segments``);
+    ``barrier``: False in interpret mode, which runs a program's threads as one and has
+    no barrier."""
     take = _taker(refs)
     y_ref, bias_ref, weights_ref = take(), take(has_bias), take(has_weights)
     scale_in_ref = take(scale_given)
     out_ref, fp8_ref = take(), take(bool(save_fp8))
     scale_out_ref = take(save_fp8 == "scaled" and not scale_given)
+    partials_ref = take(width is not None)
 
     def compute(tile: _Tile, gate, linear, scale, evict=None):
         a, b = gate.astype(jnp.float32), linear.astype(jnp.float32)
@@ -337,12 +452,14 @@ def _forward_kernel(
         scale = tile.load_per_row(scale_in_ref) if scale_given else None
         compute(tile, *tile.load_halves(y_ref), scale)
         return
-    _, hidden, bn, bh = tile
+    _, hidden, _, bh = tile
     blocks = pl.cdiv(hidden, bh)
-    first = _Tile(*tile)  # hidden block 0: the grid has one (a traced 0, for the masks)
+    # hidden block 0: the grid has one (a traced 0, for the masks)
+    first = _Tile(*tile) if width is None else _Segments(*tile, width)
     if blocks == 1:  # the rows fit the tile: one read
         gate, linear = first.load_halves(y_ref)
-        scale = _math.scale_from_amax(first.row_amax(gate, linear))
+        amax = first.row_maximum(first.row_amax(gate, linear), partials_ref, barrier)
+        scale = _math.scale_from_amax(amax)
         compute(first, gate, linear, scale)
     else:
 
@@ -351,8 +468,8 @@ def _forward_kernel(
             halves = block.load_halves(y_ref, SWEEP_EVICT[0])
             return jnp.maximum(amax, block.row_amax(*halves))
 
-        amax = jax.lax.fori_loop(0, blocks, maximum, jnp.zeros((bn, 1), jnp.float32))
-        scale = _math.scale_from_amax(amax)
+        amax = jax.lax.fori_loop(0, blocks, maximum, first.amax_zeros())
+        scale = _math.scale_from_amax(first.row_maximum(amax, partials_ref, barrier))
 
         def quantize(k, carry):
             block = first.at_block(k)
@@ -441,10 +558,19 @@ def forward(
         return _forward_results(
             [jnp.zeros(s.shape, s.dtype) for s in out_shapes], y, save_fp8, y_scale
         )
-    inputs = [y.reshape(rows, 2 * hidden)]
-    inputs += [x.reshape(-1) for x in (bias,) if x is not None]
-    inputs += [x for x in (weights, y_scale) if x is not None]
     bn, bh = config.block_rows, config.block_hidden
+    width = segment_width(hidden, y.dtype, config) if sweeps_rows else None
+
+    def view(shape):  # the last axis as (segments, width) where the sweep takes segments
+        return shape if width is None else (*shape[:-1], shape[-1] // width, width)
+
+    inputs = [y.reshape(view((rows, 2 * hidden)))]
+    inputs += [x.reshape(view((x.size,))) for x in (bias,) if x is not None]
+    inputs += [x for x in (weights, y_scale) if x is not None]
+    kernel_shapes = [jax.ShapeDtypeStruct(view(s.shape), s.dtype) for s in out_shapes[:2]]
+    kernel_shapes += out_shapes[2:]
+    if width is not None:  # the segments' maxima (_Segments.row_maximum)
+        kernel_shapes.append(jax.ShapeDtypeStruct((rows, bh // width, 1), jnp.float32))
     kernel = functools.partial(
         _forward_kernel,
         opts=opts,
@@ -453,17 +579,20 @@ def forward(
         has_weights=weights is not None,
         save_fp8=save_fp8,
         scale_given=y_scale is not None,
+        width=width,
+        barrier=not interpret,
     )
     grid = _grid(rows, hidden, bn, bh)
     outs = pl.pallas_call(
         kernel,
-        out_shape=out_shapes,
+        out_shape=kernel_shapes,
         grid=(1, grid[1]) if sweeps_rows else grid,  # whole rows: see the module doc
         compiler_params=_compiler_params(config),
         interpret=interpret,
         name="swiglu_forward_triton",
         cost_estimate=_cost(inputs, out_shapes, rows * hidden),
     )(*inputs)
+    outs = [x.reshape(s.shape) for x, s in zip(outs, out_shapes, strict=False)]
     return _forward_results(outs, y, save_fp8, y_scale)
 
 
