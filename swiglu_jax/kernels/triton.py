@@ -175,6 +175,10 @@ SWEEP_BYTES_PER_THREAD = 16
 SWEEP_ONE_TILE = 8192
 SWEEP_BLOCK_HIDDEN = 4096
 SWEEP_EVICT = ("evict_last", "evict_first", "evict_first")  # sweep 1 loads, sweep 2 loads, stores
+# 16-bit rows swept in one-warp segments (``segment_width``): measured faster on an H100
+# (session 11) and tested in interpret mode and lowered for CUDA, but the GPU tests that
+# run them (tests/test_gpu.py, hidden 9216) have not run yet: off until they have.
+SWEEP_IN_SEGMENTS = False
 
 
 def sweep_config(rows: int, hidden: int, dtype) -> BlockConfig:
@@ -404,7 +408,7 @@ def segment_width(hidden: int, dtype, config: BlockConfig) -> int | None:
     XLA's compilation of the segments takes 40 registers a thread, one program an SM
     where there were two; it read +6.7 at ``H`` = 14336 but -11.5 at 11008 (-6.1 on the
     direct launch)."""
-    if jnp.dtype(dtype).itemsize != 2:
+    if not SWEEP_IN_SEGMENTS or jnp.dtype(dtype).itemsize != 2:
         return None
     width = 32 * SWEEP_BYTES_PER_THREAD // jnp.dtype(dtype).itemsize
     bn, bh = config.block_rows, config.block_hidden
