@@ -65,9 +65,18 @@ Parts (``--parts``, comma-separated):
   Session 11, with the sweeps' cache policies and 4096-column sweeps beyond one 8192
   tile, 2048-column tiles added: ``sweep_config``'s tile is the best of eight, or within
   a point of it, on both compilers at both widths (JAX path bf16 90.0 / 88.5%, float32
-  91.3 / 81.5; direct launch 96.3 / 94.5, 98.1 / 96.4). The JAX path's float32 gap at
-  ``H`` = 14336 is XLA's compilation (``xla_ptx.py``: the same loads, stores and cache
-  policies in its PTX), not the tile.
+  91.3 / 81.5; direct launch 96.3 / 94.5, 98.1 / 96.4). The JAX path's gap is XLA's
+  launch, not the tile (``carveout`` below).
+- ``carveout`` (session 11): the direct launch's scaled forward with its kernel's
+  shared-memory carveout set (-1, 100, 50, 0), and the JAX path under each context
+  cache preference. Outcome: at 50 or 100% the direct launch reads the JAX path's
+  figures exactly (float32 81.1% at ``H`` = 14336), at 0% or no preference 96-98%; the
+  context preference changes nothing (XLA sets the function's: ``CachePreferShared``
+  for kernels that use shared memory, by Nsight Compute).
+- ``bias_occupancy`` (session 11): the bias backward with tiles of more warps in flight
+  and 71 registers or fewer. Prediction: the default's 122 registers and one wave at
+  25% occupancy (ncu) hold the kernel back. Outcome: wrong, the kernel alone takes
+  31.7-32.8 us in every tile.
 - ``bias_wide`` (session 10): the bias backward with wider column blocks (512-1024
   columns, 1-4 rows, 8-32 row steps: 1-2 KB of each row contiguous, as the plain
   kernel's tiles) on both compilers. Prediction: the kernel alone gains 1-2 us at 4096 x

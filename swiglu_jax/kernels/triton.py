@@ -21,7 +21,11 @@ blocks)``, the program sweeping its rows' hidden blocks twice where there are se
 second sweep reads what the first just read, from the L1/L2 cache rather than HBM (a row
 of ``H = 14336`` in bfloat16 is 56 KiB), so HBM still sees ``y`` read once: the first
 sweep's loads ask L2 to keep their lines (``evict_last``), the second sweep's loads and
-the stores, which pass once, to drop theirs first (``SWEEP_EVICT``). Where the
+the stores, which pass once, to drop theirs first (``SWEEP_EVICT``). XLA launches a
+kernel that uses shared memory (these reductions do) preferring shared memory to L1, so
+on the JAX path the second sweep is served by L2 alone; torch_bridge's launch leaves the
+driver's default and finds part of the row in L1 (PERF_NOTES.md, session 11). 16-bit rows
+can be swept in one-warp segments instead (``_Segments``, ``SWEEP_IN_SEGMENTS``). Where the
 caller gives the row scales (``H`` sharded: the maximum spans devices), the forward
 keeps its usual tiles and only quantizes.
 """
