@@ -177,6 +177,24 @@ def test_scaled_sweeps_keep_their_cache_policies(dtype):
         assert "evict" not in _direct.compile_kernel(plain, 90).asm["ptx"]
 
 
+def test_the_direct_launch_keeps_two_dimensional_arrays(monkeypatch):
+    """Where the JAX path would sweep 16-bit rows in segments (3-D views and a scratch
+    output), the direct launch's IR keeps the calling convention: out, the fp8 copy and
+    the scales, 2-D."""
+    monkeypatch.setattr(kernels, "SWEEP_IN_SEGMENTS", True)
+    config = kernels.sweep_config(ROWS, 9216, "bfloat16")
+    assert kernels.segment_width(9216, "bfloat16", config) == 256
+    kernel = triton_ir.forward_ir.__wrapped__(
+        ROWS, 9216, "bfloat16", None, None, Options(), "scaled"
+    )
+    wanted = (
+        ((ROWS, 9216), "bfloat16"),
+        ((ROWS, 2 * 9216), "float8_e4m3fn"),
+        ((ROWS, 1), "float32"),
+    )
+    assert kernel.results == wanted
+
+
 @pytest.mark.parametrize(
     "modifier, eviction, wanted",
     [

@@ -323,10 +323,11 @@ class _Segments:
     ``bh / width`` segments of ``width`` columns, one warp's 16-byte loads each
     (``segment_width``): arrays are addressed as ``(N, columns / width, width)`` views,
     ``y``'s gate at segments ``[0, H / width)``, the linear half after. A segment's
-    maximum is a sum over one warp's lanes, and the row's maximum is taken from the
-    segments' maxima through global memory (``row_maximum``): the kernel uses no shared
-    memory, so XLA launches it without preferring shared memory over L1, and the second
-    sweep finds the row in L1 (module doc)."""
+    maximum is a maximum over one warp's lanes, and the row's maximum is taken from the
+    segments' maxima through global memory (``row_maximum``), where the tiles' sweep
+    crosses warps through shared memory at every block. (Triton still converts the
+    maxima's layout once to store them, 64-128 bytes of shared memory, so XLA's launch
+    still prefers shared memory to L1: PERF_NOTES.md, session 11.)"""
 
     def __init__(self, rows: int, hidden: int, bn: int, bh: int, width: int, i=None, j=None):
         del bn  # one row a program
@@ -545,10 +546,13 @@ def _backward_kernel(
 
 
 def forward(
-    y, bias, weights, opts: Options, *, save_fp8, y_scale=None, interpret=False, config=None
-):
+    y, bias, weights, opts: Options, *, save_fp8, y_scale=None, interpret=False, config=None,
+    segments=True,
+):  # fmt: skip
     """Returns ``(out, y_fp8, y_scale)`` (``kernels/__init__.py``); the scaled store's row
-    scales are computed in the kernel unless ``y_scale`` gives them."""
+    scales are computed in the kernel unless ``y_scale`` gives them. ``segments``: whether
+    its sweep may take rows in segments (``segment_width``; torch_bridge's direct launch,
+    which finds the rows in L1 anyway, keeps to the 2-D calling convention)."""
     rows, _, hidden = y.shape
     sweeps_rows = save_fp8 == "scaled" and y_scale is None
     if config is None and sweeps_rows:
@@ -567,7 +571,7 @@ def forward(
             [jnp.zeros(s.shape, s.dtype) for s in out_shapes], y, save_fp8, y_scale
         )
     bn, bh = config.block_rows, config.block_hidden
-    width = segment_width(hidden, y.dtype, config) if sweeps_rows else None
+    width = segment_width(hidden, y.dtype, config) if sweeps_rows and segments else None
 
     def view(shape):  # the last axis as (segments, width) where the sweep takes segments
         return shape if width is None else (*shape[:-1], shape[-1] // width, width)
