@@ -114,8 +114,8 @@ def forward_ir(
     (XLA ops beside it: none so far, for every store, ``H`` below or above the kernels'
     4096-column block alike), ``ValueError`` for ``rows == 0`` (no kernel)."""
 
-    def forward(y, bias, weights):
-        return kernels.forward(y, bias, weights, opts, save_fp8=save_fp8)
+    def forward(y, bias, weights):  # 2-D arrays, as the launchers expect: no segments
+        return kernels.forward(y, bias, weights, opts, save_fp8=save_fp8, segments=False)
 
     specs = (
         _spec((rows, 2, hidden), y_dtype),
