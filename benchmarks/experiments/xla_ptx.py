@@ -1,7 +1,7 @@
 """The PTX that XLA's bundled Triton makes of a Pallas Triton kernel, beside the PTX that
 the ``triton`` package makes of the same IR (torch_bridge's direct launch), with counts
 of what tells them apart: loads and stores by width and cache policy, barriers, local
-memory (spills), registers declared.
+memory (spills). (Registers: ``ptxas -v`` of the written files, RESULTS.md, session 11.)
 
     python benchmarks/experiments/xla_ptx.py --out DIR [--cases scaled:8192x28672:float32,...]
 
