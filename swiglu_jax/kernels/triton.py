@@ -234,7 +234,44 @@ def _grid(rows: int, hidden: int, bn: int, bh: int) -> tuple[int, int]:
     return pl.cdiv(hidden, bh), pl.cdiv(rows, bn)
 
 
-class _Tile:
+class _Area:
+    """The masked loads and stores a program makes where it works: a subclass sets
+    ``mask``, ``gate`` and ``linear`` (where the tile lies in each half of ``y``'s last
+    axis, also the output's for ``gate``) and ``index(part)``, the index of a ref."""
+
+    def load_halves(self, ref, evict=None):
+        """The gate and linear tiles of ``y`` (unspecified outside the array: stores are
+        masked, and reductions mask their terms); ``evict``: the L2 eviction policy."""
+        return tuple(
+            pltriton.load(ref.at[self.index(part)], mask=self.mask, eviction_policy=evict)
+            for part in (self.gate, self.linear)
+        )
+
+    def store_halves(self, ref, gate, linear, evict=None):
+        for part, x in ((self.gate, gate), (self.linear, linear)):
+            self._store(ref, part, x, evict)
+
+    def load(self, ref):
+        """The tile of an ``(N, H)`` ref (the cotangent)."""
+        return pltriton.load(ref.at[self.index(self.gate)], mask=self.mask)
+
+    def store(self, ref, value, evict=None):
+        """The tile of an ``(N, H)`` ref (the output)."""
+        self._store(ref, self.gate, value, evict)
+
+    def _store(self, ref, part, value, evict):
+        index = ref.at[self.index(part)]
+        pltriton.store(index, value.astype(ref.dtype), mask=self.mask, eviction_policy=evict)
+
+    def row_maxima(self, gate, linear):
+        """The largest finite magnitude of each row of the two tiles (the last axis)."""
+        amax = lambda x: jnp.max(
+            jnp.where(self.mask, _math.finite_magnitude(x.astype(jnp.float32)), 0.0), axis=-1
+        )
+        return jnp.maximum(amax(gate), amax(linear))
+
+
+class _Tile(_Area):
     """Where program ``(i, j)`` works: rows ``i * bn + [0, bn)`` and output columns
     ``j * bh + [0, bh)``, with the masks of the ragged edges. Arrays are addressed as 2-D
     views, ``y`` as ``(N, 2H)``: the gate at columns ``[0, H)``, the linear half at
@@ -249,8 +286,11 @@ class _Tile:
         self.col_ok = (j * bh + jax.lax.iota(jnp.int32, bh)) < hidden
         self.mask = self.row_ok[:, None] & self.col_ok[None, :]
         self.row_block = pl.ds(i * bn, bn)
-        self.cols = pl.ds(j * bh, bh)  # gate columns, and output columns
-        self.linear_cols = pl.ds(hidden + j * bh, bh)
+        self.gate = pl.ds(j * bh, bh)  # gate columns, and output columns
+        self.linear = pl.ds(hidden + j * bh, bh)
+
+    def index(self, cols):
+        return self.row_block, cols
 
     def at_block(self, j) -> _Tile:
         """The tile of the same rows at hidden block ``j`` (a loop index: the program ids
@@ -261,36 +301,10 @@ class _Tile:
         """The tile of the same columns at row block ``i`` (a loop index, as above)."""
         return _Tile(*self.geometry, i=i, j=self.j)
 
-    def load_halves(self, ref, evict=None):
-        """The gate and linear tiles of the ``(N, 2H)`` ref (unspecified outside the array:
-        stores are masked, and reductions mask their terms); ``evict``: the L2 eviction
-        policy of the loads."""
-        return tuple(
-            pltriton.load(ref.at[self.row_block, cols], mask=self.mask, eviction_policy=evict)
-            for cols in (self.cols, self.linear_cols)
-        )
-
-    def store_halves(self, ref, gate, linear, evict=None):
-        for cols, x in ((self.cols, gate), (self.linear_cols, linear)):
-            pltriton.store(
-                ref.at[self.row_block, cols], x.astype(ref.dtype), mask=self.mask,
-                eviction_policy=evict,
-            )  # fmt: skip
-
-    def load(self, ref):
-        """The ``(bn, bh)`` tile of an ``(N, H)`` ref."""
-        return pltriton.load(ref.at[self.row_block, self.cols], mask=self.mask)
-
-    def store(self, ref, value, evict=None):
-        pltriton.store(
-            ref.at[self.row_block, self.cols], value.astype(ref.dtype), mask=self.mask,
-            eviction_policy=evict,
-        )  # fmt: skip
-
     def load_bias(self, ref):
         """Both halves of the ``(2H,)`` bias as ``(1, bh)`` rows, in float32."""
-        gate = pltriton.load(ref.at[self.cols], mask=self.col_ok)
-        linear = pltriton.load(ref.at[self.linear_cols], mask=self.col_ok)
+        gate = pltriton.load(ref.at[self.gate], mask=self.col_ok)
+        linear = pltriton.load(ref.at[self.linear], mask=self.col_ok)
         return gate.astype(jnp.float32)[None, :], linear.astype(jnp.float32)[None, :]
 
     def load_per_row(self, ref):
@@ -304,10 +318,7 @@ class _Tile:
 
     def row_amax(self, gate, linear):
         """``(bn, 1)``: the largest finite magnitude of each row of the two tiles."""
-        amax = lambda x: jnp.max(
-            jnp.where(self.mask, _math.finite_magnitude(x.astype(jnp.float32)), 0.0), axis=1
-        )
-        return jnp.maximum(amax(gate), amax(linear))[:, None]
+        return self.row_maxima(gate, linear)[:, None]
 
     def amax_zeros(self):
         return jnp.zeros((self.geometry[2], 1), jnp.float32)
@@ -318,7 +329,7 @@ class _Tile:
         return amax
 
 
-class _Segments:
+class _Segments(_Area):
     """Where program ``(0, i)`` of a sweep works when each of its rows' hidden blocks is
     ``bh / width`` segments of ``width`` columns, one warp's 16-byte loads each
     (``segment_width``): arrays are addressed as ``(N, columns / width, width)`` views,
@@ -338,37 +349,21 @@ class _Segments:
         first = j * self.count
         ok = (first + jax.lax.iota(jnp.int32, self.count)) < self.segments
         self.mask = jnp.broadcast_to(ok[:, None], (self.count, width))
-        self.segs = pl.ds(first, self.count)
-        self.linear_segs = pl.ds(self.segments + first, self.count)
+        self.gate = pl.ds(first, self.count)
+        self.linear = pl.ds(self.segments + first, self.count)
         self.lanes = pl.ds(0, width)
+
+    def index(self, segs):
+        return self.i, segs, self.lanes
 
     def at_block(self, j) -> _Segments:
         return _Segments(*self.geometry, i=self.i, j=j)
-
-    def load_halves(self, ref, evict=None):
-        return tuple(
-            pltriton.load(ref.at[self.i, segs, self.lanes], mask=self.mask, eviction_policy=evict)
-            for segs in (self.segs, self.linear_segs)
-        )
-
-    def store_halves(self, ref, gate, linear, evict=None):
-        for segs, x in ((self.segs, gate), (self.linear_segs, linear)):
-            pltriton.store(
-                ref.at[self.i, segs, self.lanes], x.astype(ref.dtype), mask=self.mask,
-                eviction_policy=evict,
-            )  # fmt: skip
-
-    def store(self, ref, value, evict=None):
-        pltriton.store(
-            ref.at[self.i, self.segs, self.lanes], value.astype(ref.dtype), mask=self.mask,
-            eviction_policy=evict,
-        )  # fmt: skip
 
     def load_bias(self, ref):
         """Both halves of the ``(2H / width, width)`` bias view, in float32."""
         return tuple(
             pltriton.load(ref.at[segs, self.lanes], mask=self.mask).astype(jnp.float32)
-            for segs in (self.segs, self.linear_segs)
+            for segs in (self.gate, self.linear)
         )
 
     def load_per_row(self, ref):
@@ -380,10 +375,7 @@ class _Segments:
 
     def row_amax(self, gate, linear):
         """``(segments,)``: each segment's largest finite magnitude, over both halves."""
-        amax = lambda x: jnp.max(
-            jnp.where(self.mask, _math.finite_magnitude(x.astype(jnp.float32)), 0.0), axis=1
-        )
-        return jnp.maximum(amax(gate), amax(linear))
+        return self.row_maxima(gate, linear)
 
     def amax_zeros(self):
         return jnp.zeros((self.count,), jnp.float32)
@@ -391,8 +383,7 @@ class _Segments:
     def row_maximum(self, amax, partials_ref, barrier: bool):
         """The row's maximum, a scalar in every thread: each warp stores its segments'
         maxima in the ``(N, segments, 1)`` scratch, and after a barrier every thread reads
-        them all back (the same addresses: no exchange between warps in shared memory)."""
-        # (segments, 1): in the layout the maxima have, without an exchange to store them
+        them all back from the same addresses."""
         pltriton.store(partials_ref.at[self.i, pl.ds(0, self.count), pl.ds(0, 1)], amax[:, None])
         if barrier:
             pltriton.debug_barrier()
@@ -540,7 +531,7 @@ def _backward_kernel(
         terms = jax.lax.fori_loop(0, row_steps, step, (zeros, zeros) if has_bias else ())
     if has_bias:  # (row groups, 2H)
         row = pl.ds(group.i, 1)
-        for cols, d in zip((group.cols, group.linear_cols), terms, strict=True):
+        for cols, d in zip((group.gate, group.linear), terms, strict=True):
             partial = jnp.sum(d, axis=0)[None, :]
             pltriton.store(dbias_ref.at[row, cols], partial, mask=group.col_ok[None, :])
 
