@@ -595,6 +595,7 @@ def forward(
         name="swiglu_forward_triton",
         cost_estimate=_cost(inputs, out_shapes, rows * hidden),
     )(*inputs)
+    # back to 2-D; the segments' maxima, the last output where there is one, are dropped
     outs = [x.reshape(s.shape) for x, s in zip(outs, out_shapes, strict=False)]
     return _forward_results(outs, y, save_fp8, y_scale)
 
