@@ -77,6 +77,11 @@ Parts (``--parts``, comma-separated):
   and 71 registers or fewer. Prediction: the default's 122 registers and one wave at
   25% occupancy (ncu) hold the kernel back. Outcome: wrong, the kernel alone takes
   31.7-32.8 us in every tile.
+- ``segments`` (prepared in session 11, not run): the scaled store's sweep in one-warp
+  segments against the tiles' sweep on the JAX path, with two warp counts a dtype
+  (float32 included). Prediction: float32 with 16 warps keeps two programs an SM at 40
+  registers and gains at both widths (the 32-warp segments read +6.7 at ``H`` = 14336
+  and -11.5 at 11008); bf16 with 16 warps stays the best (+3.8 to +4.3).
 - ``bias_wide`` (session 10): the bias backward with wider column blocks (512-1024
   columns, 1-4 rows, 8-32 row steps: 1-2 KB of each row contiguous, as the plain
   kernel's tiles) on both compilers. Prediction: the kernel alone gains 1-2 us at 4096 x
@@ -479,6 +484,45 @@ def sweep_tiles_candidates(rows, hidden, dtype):
     return found
 
 
+SEGMENT_WARPS = {"bfloat16": [16, 8], "float32": [32, 16]}  # 16 for float32: 512 threads
+
+
+def segments_candidates(rows, hidden, dtype):
+    """The scaled store's forward on the JAX path: the tiles' sweep (the default while
+    ``SWEEP_IN_SEGMENTS`` is off), and rows swept in one-warp segments with each of
+    ``SEGMENT_WARPS`` (float32 too: the width rule's 16-bit limit lifted here), on
+    ``sweep_config``'s block. Each function is traced and compiled inside the switch."""
+    dt = jnp.dtype(dtype)
+    block = kernels.sweep_config(rows, hidden, dt).block_hidden
+    width = 32 * kernels.SWEEP_BYTES_PER_THREAD // dt.itemsize
+    forward = lambda config: _jax(
+        lambda y: kernels.forward(
+            y.reshape(rows, 2, hidden), None, None, Options(), save_fp8="scaled", config=config
+        )
+    )
+
+    def segmented(warps):
+        def make():
+            config = BlockConfig(1, block, num_warps=warps)
+            saved = kernels.SWEEP_IN_SEGMENTS, kernels.segment_width
+            kernels.SWEEP_IN_SEGMENTS = True
+            kernels.segment_width = lambda *args: width  # float32 included
+            try:
+                fn = forward(config)
+                fn(torch.randn(rows, 2 * hidden, dtype=getattr(torch, dtype), device="cuda"))
+            finally:
+                kernels.SWEEP_IN_SEGMENTS, kernels.segment_width = saved
+            return fn
+
+        return make
+
+    found = {"tiles (default)": lambda: forward(None)}
+    if hidden % width == 0 and hidden > block:
+        for warps in SEGMENT_WARPS[dtype]:
+            found[f"segments w{warps}"] = segmented(warps)
+    return found
+
+
 CARVEOUTS = [("default", -1), ("100", 100), ("50", 50), ("0", 0), ("default again", -1)]
 
 
@@ -589,6 +633,7 @@ def parts(out: str) -> dict:
         ),
         "sweep_tiles": ("scaled_fp8_fwd", SWEEP_SIZES, sweep_tiles_candidates),
         "carveout": ("scaled_fp8_fwd", SWEEP_SIZES, carveout_candidates),
+        "segments": ("scaled_fp8_fwd", SWEEP_SIZES, segments_candidates),
         "bias_wide": (
             "bias_bwd",
             WIDE_STEP_SIZES,
