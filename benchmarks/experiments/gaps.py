@@ -32,12 +32,8 @@ Parts (``--parts``, comma-separated):
   the benchmark's sizes. Outcome (session 9): 1 x 1024 with 8 warps +1.0-1.7 points in
   the bf16 forward, +0.6-1.6 in the backward, within a point for the fp8 store
   (applied to the elementwise kernels).
-- ``perthread_*`` again with 2 elements a thread (added after the session-9 run, not run
-  yet): inductor autotunes its pointwise kernels between 1024 elements with 4 warps and
-  512 with 8 (its ``pointwise`` heuristic for these sizes); the first reads as ours, so
-  ``torch.compile``'s float32 lead (1-1.5 points) likely comes from the second: 8 bytes
-  of float32 a thread, as our bf16 winner has 8 bytes of bf16.
-- ``perthread_*`` at 2 elements a thread. Outcome (session 10): float32 1 x 512 with 8
+- ``perthread_*`` at 2 elements a thread (inductor's ``pointwise`` heuristic tries 512
+  elements with 8 warps for these sizes). Outcome (session 10): float32 1 x 512 with 8
   warps (8 bytes a thread) +0.4-1.5 points in the forward, level with ``torch.compile``;
   +0.3-0.4 in the backward; bf16 at 2 a thread 86-88% (applied: 8 bytes a thread).
 - ``stages_scaled``, ``stages_bias``: the loops' kernels (the scaled store's sweeps at
@@ -57,7 +53,8 @@ Parts (``--parts``, comma-separated):
   260-530 rows of 57-115 KB (30 MB) are read between its two sweeps; fewer programs
   lift 79-87% toward 90%. Outcome: wrong. bf16 lost 9-24 points (132 programs: 63%),
   float32 2-10 on the JAX path and within 0.6 on the direct launch. The direct launch's
-  float32 lead (87-88% against 79-83% from the same IR) stays unexplained.
+  float32 lead (87-88% against 79-83% from the same IR) is its launch's L1 (session 11,
+  ``carveout``).
 - ``sweep_tiles`` (session 10): the scaled store's wide rows at 4096 and 8192 columns
   with 8, 16 and 32 warps on both compilers. Outcome: ``sweep_config``'s tile is the
   best of the six on the JAX path at ``H`` = 11008 and 14336; the direct launch would
