@@ -491,7 +491,7 @@ def segments_candidates(rows, hidden, dtype):
     ``sweep_config``'s block. Each function is traced and compiled inside the switch."""
     dt = jnp.dtype(dtype)
     block = kernels.sweep_config(rows, hidden, dt).block_hidden
-    width = 32 * kernels.SWEEP_BYTES_PER_THREAD // dt.itemsize
+    width = kernels.segment_columns(dt)
     forward = lambda config: _jax(
         lambda y: kernels.forward(
             y.reshape(rows, 2, hidden), None, None, Options(), save_fp8="scaled", config=config

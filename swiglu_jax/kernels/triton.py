@@ -392,6 +392,12 @@ class _Segments(_Area):
         )
 
 
+def segment_columns(dtype) -> int:
+    """One warp's 16-byte loads across a row: 256 columns of a 16-bit type, 128 of
+    float32."""
+    return 32 * SWEEP_BYTES_PER_THREAD // jnp.dtype(dtype).itemsize
+
+
 def segment_width(hidden: int, dtype, config: BlockConfig) -> int | None:
     """The columns of one warp's 16-byte loads (256 of a 16-bit type) where the scaled
     store's sweep takes its rows in segments of that width (``_Segments``): a 16-bit
@@ -406,7 +412,7 @@ def segment_width(hidden: int, dtype, config: BlockConfig) -> int | None:
     direct launch)."""
     if not SWEEP_IN_SEGMENTS or jnp.dtype(dtype).itemsize != 2:
         return None
-    width = 32 * SWEEP_BYTES_PER_THREAD // jnp.dtype(dtype).itemsize
+    width = segment_columns(dtype)
     bn, bh = config.block_rows, config.block_hidden
     fits = bn == 1 and hidden > bh and hidden % width == 0 and bh % width == 0
     return width if fits and bh // width >= config.num_warps else None
