@@ -174,19 +174,14 @@ def test_sweep_config():
             assert (config.block_rows, config.block_hidden, config.num_warps) == (1, block, warps)
 
 
-@pytest.fixture
-def segments(monkeypatch):
-    """The 16-bit segments' sweep switched on (kernels.SWEEP_IN_SEGMENTS)."""
-    monkeypatch.setattr(kernels, "SWEEP_IN_SEGMENTS", True)
+def test_segments_switch_off(monkeypatch):
+    """``SWEEP_IN_SEGMENTS`` off sweeps 16-bit rows in tiles, as float32."""
+    sweep = BlockConfig(1, 4096, num_warps=16)
+    assert kernels.segment_width(11008, jnp.bfloat16, sweep) == 256
+    monkeypatch.setattr(kernels, "SWEEP_IN_SEGMENTS", False)
+    assert kernels.segment_width(11008, jnp.bfloat16, sweep) is None
 
 
-def test_segments_wait_for_the_gpu_tests():
-    """Off by default until tests/test_gpu.py has run them on a GPU (PERF_NOTES.md)."""
-    assert not kernels.SWEEP_IN_SEGMENTS
-    assert kernels.segment_width(11008, jnp.bfloat16, BlockConfig(1, 4096, num_warps=16)) is None
-
-
-@pytest.mark.usefixtures("segments")
 def test_segment_width():
     """The scaled store's sweep takes 16-bit rows in 256-column segments where ``H`` and
     the block are whole segments and each warp has one; float32 and the rest do not."""
@@ -201,7 +196,6 @@ def test_segment_width():
     assert kernels.segment_width(11008, jnp.bfloat16, kernels.sweep_config(8, 11008, "bfloat16"))
 
 
-@pytest.mark.usefixtures("segments")
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 @pytest.mark.parametrize("options", ["default", "gpt_oss"])
 def test_segments_are_the_tiles_sweep_bit_for_bit(rng, dtype, options):

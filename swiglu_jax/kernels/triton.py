@@ -25,7 +25,7 @@ the stores, which pass once, to drop theirs first (``SWEEP_EVICT``). XLA launche
 kernel that uses shared memory (these reductions do) preferring shared memory to L1, so
 on the JAX path the second sweep is served by L2 alone; torch_bridge's launch leaves the
 driver's default and finds part of the row in L1 (PERF_NOTES.md, session 11). 16-bit rows
-can be swept in one-warp segments instead (``_Segments``, ``SWEEP_IN_SEGMENTS``). Where the
+are swept in one-warp segments instead (``_Segments``, ``SWEEP_IN_SEGMENTS``). Where the
 caller gives the row scales (``H`` sharded: the maximum spans devices), the forward
 keeps its usual tiles and only quantizes.
 """
@@ -179,10 +179,10 @@ SWEEP_BYTES_PER_THREAD = 16
 SWEEP_ONE_TILE = 8192
 SWEEP_BLOCK_HIDDEN = 4096
 SWEEP_EVICT = ("evict_last", "evict_first", "evict_first")  # sweep 1 loads, sweep 2 loads, stores
-# 16-bit rows swept in one-warp segments (``segment_width``): measured faster on an H100
-# (session 11) and tested in interpret mode and lowered for CUDA, but the GPU tests that
-# run them (tests/test_gpu.py, hidden 9216) have not run yet: off until they have.
-SWEEP_IN_SEGMENTS = False
+# 16-bit rows swept in one-warp segments (``segment_width``), measured faster on an H100
+# (sessions 11 and 12); False sweeps them in tiles, as float32 (a switch to measure one
+# against the other).
+SWEEP_IN_SEGMENTS = True
 
 
 def sweep_config(rows: int, hidden: int, dtype) -> BlockConfig:
@@ -302,10 +302,15 @@ class _Tile(_Area):
         return _Tile(*self.geometry, i=i, j=self.j)
 
     def load_bias(self, ref):
-        """Both halves of the ``(2H,)`` bias as ``(1, bh)`` rows, in float32."""
-        gate = pltriton.load(ref.at[self.gate], mask=self.col_ok)
-        linear = pltriton.load(ref.at[self.linear], mask=self.col_ok)
-        return gate.astype(jnp.float32)[None, :], linear.astype(jnp.float32)[None, :]
+        """Both halves of the ``(2H,)`` bias, in float32, each row of the tile loading the
+        same columns (L1 serves the repeats). A ``(bh,)`` load takes a layout of its own,
+        which Triton converts to the tile's through shared memory, with barriers, at
+        every row step of the backward; a load of the tile's shape takes the tile's."""
+        columns = jax.lax.broadcasted_iota(jnp.int32, self.mask.shape, 1)
+        return tuple(
+            pltriton.load(ref.at[part.start + columns], mask=self.mask).astype(jnp.float32)
+            for part in (self.gate, self.linear)
+        )
 
     def load_per_row(self, ref):
         """The ``(bn, 1)`` values (token weights, row scales) of the ``(N, 1)`` ref, in
@@ -404,12 +409,12 @@ def segment_width(hidden: int, dtype, config: BlockConfig) -> int | None:
     ``dtype``, one row a program, swept (``H`` above the block), ``H`` and the block whole
     segments, at least one segment a warp; else ``None``.
 
-    Measured side by side on an H100 (PERF_NOTES.md, session 11), segments against the
-    tiles' sweep: bf16 +3.8 to +4.3 points of copy on the JAX path (92.4-93.8%), level
-    or +1.3 on the direct launch. Float32 is left out: its programs are 32 warps, and
-    XLA's compilation of the segments takes 40 registers a thread, one program an SM
-    where there were two; it read +6.7 at ``H`` = 14336 but -11.5 at 11008 (-6.1 on the
-    direct launch)."""
+    Measured side by side on an H100 (PERF_NOTES.md, sessions 11 and 12), segments
+    against the tiles' sweep: bf16 +3.6 to +4.3 points of copy on the JAX path
+    (92.4-93.8%), level or +1.3 on the direct launch. Float32 is left out: its programs
+    are 32 warps, and XLA's compilation of the segments takes 40 registers a thread, one
+    program an SM where there were two; it read +6.4 at ``H`` = 14336 but -11.4 at 11008
+    (-6.1 on the direct launch), and with 16 warps -3.5 and -2.6."""
     if not SWEEP_IN_SEGMENTS or jnp.dtype(dtype).itemsize != 2:
         return None
     width = segment_columns(dtype)
