@@ -156,22 +156,6 @@ def test_llm_size_accesses_are_vectorized(dtype, save_fp8, vector):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-def test_bias_backward_steps_without_barriers(dtype):
-    """The bias backward's row steps load the bias in the tile's layout, so its loop has
-    no barrier: a ``(bh,)`` row was converted through shared memory at every step (Nsight
-    Compute: warps waiting at those barriers, session 12). The forward with a bias has no
-    layout conversion at all."""
-    pytest.importorskip("triton")
-    kernel = triton_ir.backward_ir(4096, 2048, dtype, dtype, dtype, None, Options())
-    ptx = _direct.compile_kernel(kernel, 90).asm["ptx"]
-    loop = re.search(r"^(\$L__BB\d+_\d+):.*?\bbra\s+\1;", ptx, re.DOTALL | re.MULTILINE)
-    assert loop, "no row-step loop"
-    assert "ld.global" in loop.group(0) and "bar.sync" not in loop.group(0)
-    forward = triton_ir.forward_ir(4096, 2048, dtype, dtype, None, Options(), False)
-    assert "convert_layout" not in _direct.compile_kernel(forward, 90).asm["ttgir"]
-
-
-@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_scaled_sweeps_keep_their_cache_policies(dtype):
     """The scaled store's two sweeps of wide rows reach the compiled code with their L2
     policies (SWEEP_EVICT): the first sweep's loads evict_last, the second sweep's loads

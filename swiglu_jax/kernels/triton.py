@@ -302,15 +302,10 @@ class _Tile(_Area):
         return _Tile(*self.geometry, i=i, j=self.j)
 
     def load_bias(self, ref):
-        """Both halves of the ``(2H,)`` bias, in float32, each row of the tile loading the
-        same columns (L1 serves the repeats). A ``(bh,)`` load takes a layout of its own,
-        which Triton converts to the tile's through shared memory, with barriers, at
-        every row step of the backward; a load of the tile's shape takes the tile's."""
-        columns = jax.lax.broadcasted_iota(jnp.int32, self.mask.shape, 1)
-        return tuple(
-            pltriton.load(ref.at[part.start + columns], mask=self.mask).astype(jnp.float32)
-            for part in (self.gate, self.linear)
-        )
+        """Both halves of the ``(2H,)`` bias as ``(1, bh)`` rows, in float32."""
+        gate = pltriton.load(ref.at[self.gate], mask=self.col_ok)
+        linear = pltriton.load(ref.at[self.linear], mask=self.col_ok)
+        return gate.astype(jnp.float32)[None, :], linear.astype(jnp.float32)[None, :]
 
     def load_per_row(self, ref):
         """The ``(bn, 1)`` values (token weights, row scales) of the ``(N, 1)`` ref, in
