@@ -61,3 +61,24 @@ def test_xla_ptx_reads_the_triton_side_on_any_host():
     assert found["local (spills)"] == 0
     assert xla_ptx.kernel_only(ptx, "another_kernel") == ""
     assert xla_ptx.parse("scaled:8192x28672:float32") == ("scaled", 8192, 14336, "float32")
+
+
+def test_ncu_stalls_ranks_instructions_by_samples(tmp_path):
+    """``ncu_stalls.py`` skips Nsight Compute's banner, ranks the instructions by all
+    stall samples and names each one's largest reasons, not the sampling totals."""
+    import ncu_stalls
+
+    path = tmp_path / "sass.csv"
+    path.write_text(
+        "==PROF== Disconnected\n"
+        '"Address","Source","Warp Stall Sampling (All Samples)",'
+        '"Warp Stall Sampling (Not-issued Samples)","stall_long_sb","stall_barrier"\n'
+        '"0x20","FADD R1, R2, R3","10","5","0","9"\n'
+        '"0x10","LDG.E.128 R4, [R2.64]","1,190","90","1,100","5"\n'
+    )
+    lines = ncu_stalls.summary(ncu_stalls.rows_of(str(path)))
+    assert lines[0].startswith("2 instructions, 1200 samples")
+    assert "LDG.E.128" in lines[1] and "99.2%" in lines[1]
+    assert "stall_long_sb=1100, stall_barrier=5" in lines[1] and "Sampling" not in lines[1]
+    assert lines[2].split()[1:3] == ["0x20", "FADD"]
+    assert ncu_stalls.summary([]) == ["no rows"]
