@@ -155,6 +155,24 @@ def test_llm_size_accesses_are_vectorized(dtype, save_fp8, vector):
     assert re.search(r"st\.global\S*" + vector, ptx)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_segments_sweep_uses_no_shared_memory(dtype, monkeypatch):
+    """The JAX path's sweep in segments (float32 forced in), compiled for sm_90, uses no
+    shared memory, so XLA launches it without preferring shared memory to L1 (where the
+    second sweep finds part of the row)."""
+    pytest.importorskip("triton")
+    monkeypatch.setattr(kernels, "segment_width", lambda *args: kernels.segment_columns(dtype))
+    rows, hidden = 64, 14336
+    kernel = triton_ir._lower(
+        lambda y: kernels.forward(
+            y.reshape(rows, 2, hidden), None, None, Options(), save_fp8="scaled"
+        ),
+        (jax.ShapeDtypeStruct((rows, 2 * hidden), dtype),),
+    )
+    assert kernel.results[-1][0][-1] == kernels.MAXIMA_SLOTS  # the maxima's scratch
+    assert _direct.compile_kernel(kernel, 90).metadata.shared == 0
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_scaled_sweeps_keep_their_cache_policies(dtype):
     """The scaled store's two sweeps of wide rows reach the compiled code with their L2

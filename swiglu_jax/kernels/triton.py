@@ -336,9 +336,9 @@ class _Segments(_Area):
     ``y``'s gate at segments ``[0, H / width)``, the linear half after. A segment's
     maximum is a maximum over one warp's lanes, and the row's maximum is taken from the
     segments' maxima through global memory (``row_maximum``), where the tiles' sweep
-    crosses warps through shared memory at every block. (Triton still converts the
-    maxima's layout once to store them, 64-128 bytes of shared memory, so XLA's launch
-    still prefers shared memory to L1: PERF_NOTES.md, session 11.)"""
+    crosses warps through shared memory at every block. The kernel then uses no shared
+    memory at all, and XLA launches it without preferring shared memory to L1, so the
+    second sweep finds part of the row in L1 (PERF_NOTES.md, sessions 11 and 12)."""
 
     def __init__(self, rows: int, hidden: int, bn: int, bh: int, width: int, i=None, j=None):
         del bn  # one row a program
@@ -382,9 +382,20 @@ class _Segments(_Area):
 
     def row_maximum(self, amax, partials_ref, barrier: bool):
         """The row's maximum, a scalar in every thread: each warp stores its segments'
-        maxima in the ``(N, segments, 1)`` scratch, and after a barrier every thread reads
-        them all back from the same addresses."""
-        pltriton.store(partials_ref.at[self.i, pl.ds(0, self.count), pl.ds(0, 1)], amax[:, None])
+        maxima in slot 0 of the ``(N, segments, MAXIMA_SLOTS)`` scratch, and after a
+        barrier every thread reads them all back from the same addresses.
+
+        The store is ``(segments, WARP_LANES)``, every lane writing its segment's maximum
+        to the same address, and the slots space the segments apart: Triton then lays the
+        store out as the tile (a warp a segment), and keeping the maxima where they are
+        needs no shared memory. A ``(segments, 1)`` store, or contiguous segments, takes
+        a layout across warps, reached through shared memory (64-128 bytes), which made
+        XLA launch the kernel preferring shared memory to L1."""
+        shape = (self.count, WARP_LANES)
+        segs = jax.lax.broadcasted_iota(jnp.int32, shape, 0)
+        slot = jnp.zeros(shape, jnp.int32)
+        maxima = jnp.broadcast_to(amax[:, None], shape)
+        pltriton.store(partials_ref.at[self.i, segs, slot], maxima)
         if barrier:
             pltriton.debug_barrier()
         return functools.reduce(
@@ -392,10 +403,14 @@ class _Segments(_Area):
         )
 
 
+WARP_LANES = 32
+MAXIMA_SLOTS = 2  # the segments' maxima scratch: see _Segments.row_maximum
+
+
 def segment_columns(dtype) -> int:
     """One warp's 16-byte loads across a row: 256 columns of a 16-bit type, 128 of
     float32."""
-    return 32 * SWEEP_BYTES_PER_THREAD // jnp.dtype(dtype).itemsize
+    return WARP_LANES * SWEEP_BYTES_PER_THREAD // jnp.dtype(dtype).itemsize
 
 
 def segment_width(hidden: int, dtype, config: BlockConfig) -> int | None:
@@ -579,7 +594,7 @@ def forward(
     kernel_shapes = [jax.ShapeDtypeStruct(view(s.shape), s.dtype) for s in out_shapes[:2]]
     kernel_shapes += out_shapes[2:]
     if width is not None:  # the segments' maxima (_Segments.row_maximum)
-        kernel_shapes.append(jax.ShapeDtypeStruct((rows, bh // width, 1), jnp.float32))
+        kernel_shapes.append(jax.ShapeDtypeStruct((rows, bh // width, MAXIMA_SLOTS), jnp.float32))
     kernel = functools.partial(
         _forward_kernel,
         opts=opts,
