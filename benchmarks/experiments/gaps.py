@@ -481,16 +481,20 @@ def sweep_tiles_candidates(rows, hidden, dtype):
     return found
 
 
-SEGMENT_WARPS = {"bfloat16": [16, 8], "float32": [32, 16]}  # 16 for float32: 512 threads
+# (warps, block columns) a dtype; None: sweep_config's block
+SEGMENT_TILES = {
+    "bfloat16": [(16, None), (8, None)],
+    "float32": [(32, None), (16, None), (16, 2048), (8, 1024)],  # 16 x 128 and 8 x 128
+}
 
 
 def segments_candidates(rows, hidden, dtype):
-    """The scaled store's forward on the JAX path: the tiles' sweep (the default while
-    ``SWEEP_IN_SEGMENTS`` is off), and rows swept in one-warp segments with each of
-    ``SEGMENT_WARPS`` (float32 too: the width rule's 16-bit limit lifted here), on
-    ``sweep_config``'s block. Each function is traced and compiled inside the switch."""
+    """The scaled store's forward on the JAX path: the default sweep, the tiles' sweep
+    (``SWEEP_IN_SEGMENTS`` off), and rows swept in one-warp segments with each of
+    ``SEGMENT_TILES`` (float32 too: the width rule's 16-bit limit lifted here). Each
+    function is traced and compiled inside the switch."""
     dt = jnp.dtype(dtype)
-    block = kernels.sweep_config(rows, hidden, dt).block_hidden
+    default_block = kernels.sweep_config(rows, hidden, dt).block_hidden
     width = kernels.segment_columns(dt)
     forward = lambda config: _jax(
         lambda y: kernels.forward(
@@ -498,12 +502,12 @@ def segments_candidates(rows, hidden, dtype):
         )
     )
 
-    def segmented(warps):
+    def switched(segments: bool, config=None):
         def make():
-            config = BlockConfig(1, block, num_warps=warps)
             saved = kernels.SWEEP_IN_SEGMENTS, kernels.segment_width
-            kernels.SWEEP_IN_SEGMENTS = True
-            kernels.segment_width = lambda *args: width  # float32 included
+            kernels.SWEEP_IN_SEGMENTS = segments
+            if segments:
+                kernels.segment_width = lambda *args: width  # float32 included
             try:
                 fn = forward(config)
                 fn(torch.randn(rows, 2 * hidden, dtype=getattr(torch, dtype), device="cuda"))
@@ -513,10 +517,12 @@ def segments_candidates(rows, hidden, dtype):
 
         return make
 
-    found = {"tiles (default)": lambda: forward(None)}
-    if hidden % width == 0 and hidden > block:
-        for warps in SEGMENT_WARPS[dtype]:
-            found[f"segments w{warps}"] = segmented(warps)
+    found = {"default": lambda: forward(None), "tiles": switched(False)}
+    for warps, block in SEGMENT_TILES[dtype]:
+        block = block or default_block
+        if hidden % width == 0 and hidden > block and block // width >= warps:
+            config = BlockConfig(1, block, num_warps=warps)
+            found[f"segments 1x{block} w{warps}"] = switched(True, config)
     return found
 
 
