@@ -74,11 +74,13 @@ Parts (``--parts``, comma-separated):
   and 71 registers or fewer. Prediction: the default's 122 registers and one wave at
   25% occupancy (ncu) hold the kernel back. Outcome: wrong, the kernel alone takes
   31.7-32.8 us in every tile.
-- ``segments`` (prepared in session 11, not run): the scaled store's sweep in one-warp
-  segments against the tiles' sweep on the JAX path, with two warp counts a dtype
-  (float32 included). Prediction: float32 with 16 warps keeps two programs an SM at 40
-  registers and gains at both widths (the 32-warp segments read +6.7 at ``H`` = 14336
-  and -11.5 at 11008); bf16 with 16 warps stays the best (+3.8 to +4.3).
+- ``segments`` (sessions 11-12): the scaled store's sweep in one-warp segments against
+  the tiles' sweep on the JAX path, with several tiles a dtype (float32 included).
+  Prediction: float32 with 16 warps keeps two programs an SM at 40 registers and gains
+  at both widths; bf16 with 16 warps stays the best. Outcome: bf16 w16 +3.6 / +3.9, then
+  +4.7 / +6.9 once the maxima were stored without shared memory (94.7 / 95.5%); float32
+  loses in every tile, with or without shared memory (63-87% against the tiles' 91.2 /
+  81.5).
 - ``bias_wide`` (session 10): the bias backward with wider column blocks (512-1024
   columns, 1-4 rows, 8-32 row steps: 1-2 KB of each row contiguous, as the plain
   kernel's tiles) on both compilers. Prediction: the kernel alone gains 1-2 us at 4096 x
