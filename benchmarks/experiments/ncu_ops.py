@@ -5,12 +5,15 @@ torch_bridge's direct launch (the triton package's), for Nsight Compute to compa
     ncu --kernel-name regex:swiglu --section ... \\
         python benchmarks/experiments/ncu_ops.py OP ROWS TWO_H DTYPE
 
-OP: ``scaled`` (the forward with the scaled fp8 store), ``bwd`` (the plain backward) or
-``bias`` (the backward with the bias gradient).
+OP: ``scaled`` (the forward with the scaled fp8 store), ``bwd`` (the plain backward),
+``bias`` (the backward with the bias gradient) or ``segments`` (the JAX path alone: the
+scaled store swept in one-warp segments, float32 included, with WARPS warps, a fifth
+argument; default ``sweep_config``'s).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import jax
@@ -21,7 +24,7 @@ from swiglu_jax._options import Options
 from swiglu_jax.kernels import triton as kernels
 from torch_bridge import _direct
 
-OPS = ("scaled", "bwd", "bias")
+OPS = ("scaled", "bwd", "bias", "segments")
 
 
 def main(argv):
@@ -34,7 +37,16 @@ def main(argv):
     bias = torch.randn(two_h, dtype=dt, device="cuda") if op == "bias" else None
     to_jax = lambda x: None if x is None else jnp.asarray(x.float().cpu().numpy(), dtype)
     opts, y3 = Options(), lambda y: y.reshape(rows, 2, hidden)
-    if op == "scaled":
+    if op == "segments":
+        kernels.segment_width = lambda *args: kernels.segment_columns(jnp.dtype(dtype))
+        config = kernels.sweep_config(rows, hidden, jnp.dtype(dtype))
+        if len(argv) > 4:
+            config = dataclasses.replace(config, num_warps=int(argv[4]))
+        jax_fn = jax.jit(
+            lambda y: kernels.forward(y3(y), None, None, opts, save_fp8="scaled", config=config)
+        )
+        jax.block_until_ready(jax_fn(to_jax(y)))
+    elif op == "scaled":
         jax_fn = jax.jit(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8="scaled"))
         jax.block_until_ready(jax_fn(to_jax(y)))
         _direct.forward(y, None, None, None, 1.0, 0.0, "scaled")
