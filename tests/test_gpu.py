@@ -167,8 +167,9 @@ def test_fp8_store_saturates_like_torchs_cast(implementation, dtype):
     np.testing.assert_array_equal(saved, testing.fp8_round(y))
 
 
-# 9216: 16-bit rows swept in 256-column segments (kernels.triton.segment_width), whose
-# maxima cross warps through global memory and a barrier.
+# 9216: rows swept in one-warp segments (kernels.triton.segment_width: 256 columns of a
+# 16-bit type, 128 of float32), whose maxima cross warps through global memory and a
+# barrier.
 @pytest.mark.parametrize("hidden", [24, 5000, 9216], ids=["one_tile", "swept_rows", "segments"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16], ids=str)
 @pytest.mark.parametrize("implementation", ["xla", *KERNELS])
@@ -176,9 +177,10 @@ def test_scaled_fp8_store_compiled(rng, implementation, dtype, hidden):
     """Compiled: the row scales are the reference's bits (a product), the scaled copy
     within one e4m3 step of it (a GPU's reciprocal may round a tie the other way), NaN
     where the input has NaN."""
-    if hidden == 9216 and jnp.dtype(dtype).itemsize == 2:  # the case still takes segments
+    if hidden == 9216:  # the case still takes segments
         config = triton_kernels.sweep_config(64, hidden, dtype)
-        assert triton_kernels.segment_width(hidden, dtype, config) == 256
+        width = triton_kernels.segment_columns(dtype)
+        assert triton_kernels.segment_width(hidden, dtype, config) == width
     impl = _dispatch.XLA if implementation == "xla" else _dispatch.kernel(implementation[7:])
     y = np.asarray(rng.standard_normal((64, 2, hidden)) * rng.uniform(1e-3, 1e3, (64, 1, 1)))
     y[:8, :, :18] = np.asarray(fp8_edge_input(jnp.float32))[:, :, :18]

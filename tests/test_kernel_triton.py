@@ -175,39 +175,45 @@ def test_sweep_config():
 
 
 def test_segments_switch_off(monkeypatch):
-    """``SWEEP_IN_SEGMENTS`` off sweeps 16-bit rows in tiles, as float32."""
+    """``SWEEP_IN_SEGMENTS`` off sweeps rows in tiles."""
     sweep = BlockConfig(1, 4096, num_warps=16)
     assert kernels.segment_width(11008, jnp.bfloat16, sweep) == 256
     monkeypatch.setattr(kernels, "SWEEP_IN_SEGMENTS", False)
     assert kernels.segment_width(11008, jnp.bfloat16, sweep) is None
+    assert kernels.segment_width(11008, jnp.float32, sweep) is None
 
 
 def test_segment_width():
-    """The scaled store's sweep takes 16-bit rows in 256-column segments where ``H`` and
-    the block are whole segments and each warp has one; float32 and the rest do not."""
+    """The scaled store's sweep takes rows in one warp's 16-byte columns (256 of a 16-bit
+    type, 128 of float32) where ``H`` and the block are whole segments, each warp has at
+    least one and a warp's lanes hold them all; the rest sweep tiles."""
     sweep = BlockConfig(1, 4096, num_warps=16)
     assert kernels.segment_width(11008, jnp.bfloat16, sweep) == 256
     assert kernels.segment_width(14336, jnp.float16, sweep) == 256
-    assert kernels.segment_width(14336, jnp.float32, BlockConfig(1, 4096, num_warps=32)) is None
+    assert kernels.segment_width(14336, jnp.float32, BlockConfig(1, 4096, num_warps=32)) == 128
+    assert kernels.segment_width(14336, jnp.float32, kernels.sweep_config(8, 14336, "float32"))
     assert kernels.segment_width(11000, jnp.bfloat16, sweep) is None  # not whole segments
     assert kernels.segment_width(4096, jnp.bfloat16, sweep) is None  # one block: one read
     assert kernels.segment_width(8192, jnp.bfloat16, BlockConfig(2, 4096, num_warps=16)) is None
     assert kernels.segment_width(8192, jnp.bfloat16, BlockConfig(1, 512, num_warps=4)) is None
+    wide = BlockConfig(1, 16384, num_warps=16)  # 64 segments: more than a warp's lanes
+    assert kernels.segment_width(32768, jnp.bfloat16, wide) is None
     assert kernels.segment_width(11008, jnp.bfloat16, kernels.sweep_config(8, 11008, "bfloat16"))
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32], ids=str)
 @pytest.mark.parametrize("options", ["default", "gpt_oss"])
 def test_segments_are_the_tiles_sweep_bit_for_bit(rng, dtype, options):
     """The segments' sweep (``_Segments``) and the tiles' (``_Tile``) compute the same
     bits: out, the scaled copy and the scales, with a bias and weights, ragged blocks."""
-    rows, hidden, bh = 6, 1280, 512  # 5 segments of 256: blocks of 2, 2 and 1
+    rows, hidden, bh = 6, 1280, 512  # 16-bit: 5 segments of 256, blocks of 2, 2 and 1
+    width = kernels.segment_columns(dtype)  # float32: 10 of 128, blocks of 4, 4 and 2
     y = jnp.asarray(rng.standard_normal((rows, 2, hidden)) * 3, dtype).at[2, 1, 1100].set(99)
     bias = jnp.asarray(rng.standard_normal((2, hidden)), dtype)
     weights = jnp.asarray(rng.uniform(0.5, 2, (rows, 1)), jnp.float32)
     segments = BlockConfig(1, bh, num_warps=2)
-    tiles = BlockConfig(1, bh, num_warps=4)  # more warps than segments: the tiles' sweep
-    assert kernels.segment_width(hidden, dtype, segments) == 256
+    tiles = BlockConfig(1, bh, num_warps=8)  # more warps than segments: the tiles' sweep
+    assert kernels.segment_width(hidden, dtype, segments) == width
     assert kernels.segment_width(hidden, dtype, tiles) is None
     run = lambda config: kernels.forward(
         y, bias, weights, OPTIONS[options], save_fp8="scaled", interpret=True, config=config

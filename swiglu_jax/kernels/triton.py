@@ -24,8 +24,9 @@ sweep's loads ask L2 to keep their lines (``evict_last``), the second sweep's lo
 the stores, which pass once, to drop theirs first (``SWEEP_EVICT``). XLA launches a
 kernel that uses shared memory (these reductions do) preferring shared memory to L1, so
 on the JAX path the second sweep is served by L2 alone; torch_bridge's launch leaves the
-driver's default and finds part of the row in L1 (PERF_NOTES.md, session 11). 16-bit rows
-are swept in one-warp segments instead (``_Segments``, ``SWEEP_IN_SEGMENTS``). Where the
+driver's default and finds part of the row in L1 (PERF_NOTES.md, session 11). So rows
+are swept in one-warp segments instead (``_Segments``, ``SWEEP_IN_SEGMENTS``), whose
+maximum crosses warps through global memory: no shared memory (session 12). Where the
 caller gives the row scales (``H`` sharded: the maximum spans devices), the forward
 keeps its usual tiles and only quantizes.
 """
@@ -179,9 +180,9 @@ SWEEP_BYTES_PER_THREAD = 16
 SWEEP_ONE_TILE = 8192
 SWEEP_BLOCK_HIDDEN = 4096
 SWEEP_EVICT = ("evict_last", "evict_first", "evict_first")  # sweep 1 loads, sweep 2 loads, stores
-# 16-bit rows swept in one-warp segments (``segment_width``), measured faster on an H100
-# (sessions 11 and 12); False sweeps them in tiles, as float32 (a switch to measure one
-# against the other).
+# Rows swept in one-warp segments (``segment_width``), measured faster on an H100
+# (sessions 11 and 12); False sweeps them in tiles (a switch to measure one against the
+# other).
 SWEEP_IN_SEGMENTS = True
 
 
@@ -371,7 +372,11 @@ class _Segments(_Area):
         return ref[self.i, 0].astype(jnp.float32)
 
     def store_per_row(self, ref, value):
-        ref[self.i, 0] = value
+        """The row's ``(segments, 1)`` value (``row_maximum``'s shape) in the ``(N, 1)``
+        ref: every lane writes it to the same address, in the layout of the tile's rows."""
+        shape = (self.count, WARP_LANES)
+        zeros = jnp.zeros(shape, jnp.int32)
+        pltriton.store(ref.at[self.i, zeros], jnp.broadcast_to(value, shape))
 
     def row_amax(self, gate, linear):
         """``(segments,)``: each segment's largest finite magnitude, over both halves."""
@@ -381,26 +386,29 @@ class _Segments(_Area):
         return jnp.zeros((self.count,), jnp.float32)
 
     def row_maximum(self, amax, partials_ref, barrier: bool):
-        """The row's maximum, a scalar in every thread: each warp stores its segments'
-        maxima in slot 0 of the ``(N, segments, MAXIMA_SLOTS)`` scratch, and after a
-        barrier every thread reads them all back from the same addresses.
+        """The row's maximum as ``(segments, 1)``, the same value in every row: each warp
+        stores its segments' maxima in slot 0 of the ``(N, segments, MAXIMA_SLOTS)``
+        scratch, and after a barrier every warp reads them all back, one a lane, and
+        takes their maximum across its lanes.
 
-        The store is ``(segments, WARP_LANES)``, every lane writing its segment's maximum
-        to the same address, and the slots space the segments apart: Triton then lays the
-        store out as the tile (a warp a segment), and keeping the maxima where they are
-        needs no shared memory. A ``(segments, 1)`` store, or contiguous segments, takes
-        a layout across warps, reached through shared memory (64-128 bytes), which made
-        XLA launch the kernel preferring shared memory to L1."""
+        Both accesses are ``(segments, WARP_LANES)`` (the store: every lane writing its
+        segment's maximum to the same address), and the slots space the segments apart:
+        Triton then lays them out as the tile's rows, a warp a segment, and moving the
+        maxima needs no shared memory. A ``(segments, 1)`` store, or contiguous segments,
+        takes a layout across warps, reached through shared memory, which made XLA launch
+        the kernel preferring shared memory to L1. Reading the maxima as scalars kept
+        them all in registers at once (38-40 a thread under XLA), where a lane holds one."""
         shape = (self.count, WARP_LANES)
         segs = jax.lax.broadcasted_iota(jnp.int32, shape, 0)
+        lanes = jax.lax.broadcasted_iota(jnp.int32, shape, 1)
         slot = jnp.zeros(shape, jnp.int32)
         maxima = jnp.broadcast_to(amax[:, None], shape)
         pltriton.store(partials_ref.at[self.i, segs, slot], maxima)
         if barrier:
             pltriton.debug_barrier()
-        return functools.reduce(
-            jnp.maximum, [partials_ref[self.i, k, 0] for k in range(self.count)]
-        )
+        ok = lanes < self.count
+        maxima = pltriton.load(partials_ref.at[self.i, lanes, slot], mask=ok, other=0.0)
+        return jnp.max(maxima, axis=1, keepdims=True)
 
 
 WARP_LANES = 32
@@ -414,23 +422,24 @@ def segment_columns(dtype) -> int:
 
 
 def segment_width(hidden: int, dtype, config: BlockConfig) -> int | None:
-    """The columns of one warp's 16-byte loads (256 of a 16-bit type) where the scaled
-    store's sweep takes its rows in segments of that width (``_Segments``): a 16-bit
-    ``dtype``, one row a program, swept (``H`` above the block), ``H`` and the block whole
-    segments, at least one segment a warp; else ``None``.
+    """The columns of one warp's 16-byte loads (``segment_columns``) where the scaled
+    store's sweep takes its rows in segments of that width (``_Segments``): one row a
+    program, swept (``H`` above the block), ``H`` and the block whole segments, at least
+    one segment a warp and at most one a lane; else ``None``.
 
-    Measured side by side on an H100 (PERF_NOTES.md, sessions 11 and 12), segments
-    against the tiles' sweep: bf16 +3.6 to +4.3 points of copy on the JAX path
-    (92.4-93.8%), level or +1.3 on the direct launch. Float32 is left out: its programs
-    are 32 warps, and XLA's compilation of the segments takes 40 registers a thread, one
-    program an SM where there were two; it read +6.4 at ``H`` = 14336 but -11.4 at 11008
-    (-6.1 on the direct launch), and with 16 warps -3.5 and -2.6."""
-    if not SWEEP_IN_SEGMENTS or jnp.dtype(dtype).itemsize != 2:
+    Measured side by side on an H100 (PERF_NOTES.md, session 12), segments against the
+    tiles' sweep on the JAX path, at ``H`` = 11008 / 14336: bf16 94.6 / 95.1% of copy
+    against 90.0 / 88.6, float32 99.1 / 96.4 against 91.2 / 81.5 (``sweep_config``'s
+    4096-column blocks: a warp a segment). The segments need neither shared memory, which
+    makes XLA's launch leave L1 to the second sweep, nor more than 32 registers a thread
+    in float32, which keeps two 32-warp programs an SM."""
+    if not SWEEP_IN_SEGMENTS:
         return None
     width = segment_columns(dtype)
     bn, bh = config.block_rows, config.block_hidden
     fits = bn == 1 and hidden > bh and hidden % width == 0 and bh % width == 0
-    return width if fits and bh // width >= config.num_warps else None
+    segments = bh // width  # at least one a warp, at most one a lane (row_maximum)
+    return width if fits and config.num_warps <= segments <= WARP_LANES else None
 
 
 def _taker(refs):
