@@ -156,16 +156,16 @@ def test_llm_size_accesses_are_vectorized(dtype, save_fp8, vector):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
-def test_segments_sweep_uses_no_shared_memory(dtype, monkeypatch):
-    """The JAX path's sweep in segments (float32 forced in), compiled for sm_90, uses no
-    shared memory, so XLA launches it without preferring shared memory to L1 (where the
-    second sweep finds part of the row). triton 3.6 (the H100 machine's) still converts
-    the maxima through 64-128 bytes of shared memory; 3.8 and XLA's do not (session 12)."""
+def test_segments_sweep_uses_no_shared_memory(dtype):
+    """The JAX path's sweep in segments, compiled for sm_90, uses no shared memory, so
+    XLA launches it without preferring shared memory to L1 (where the second sweep finds
+    part of the row). triton 3.6 (the H100 machine's) still converts the maxima through
+    64-128 bytes of shared memory; 3.8 and XLA's do not (session 12)."""
     triton = pytest.importorskip("triton")
     if tuple(int(part) for part in triton.__version__.split(".")[:2]) < (3, 8):
         pytest.skip(f"triton {triton.__version__} converts the maxima through shared memory")
-    monkeypatch.setattr(kernels, "segment_width", lambda *args: kernels.segment_columns(dtype))
     rows, hidden = 64, 14336
+    assert kernels.segment_width(hidden, dtype, kernels.sweep_config(rows, hidden, dtype))
     kernel = triton_ir._lower(
         lambda y: kernels.forward(
             y.reshape(rows, 2, hidden), None, None, Options(), save_fp8="scaled"

@@ -79,8 +79,8 @@ Parts (``--parts``, comma-separated):
   Prediction: float32 with 16 warps keeps two programs an SM at 40 registers and gains
   at both widths; bf16 with 16 warps stays the best. Outcome: bf16 w16 +3.6 / +3.9, then
   +4.7 / +6.9 once the maxima were stored without shared memory (94.7 / 95.5%); float32
-  loses in every tile, with or without shared memory (63-87% against the tiles' 91.2 /
-  81.5).
+  lost in every tile (63-87% against the tiles' 91.2 / 81.5) until the maxima were read
+  one a lane, when 32 warps read 99.1 / 96.4% (smaller tiles still lose).
 - ``bias_wide`` (session 10): the bias backward with wider column blocks (512-1024
   columns, 1-4 rows, 8-32 row steps: 1-2 KB of each row contiguous, as the plain
   kernel's tiles) on both compilers. Prediction: the kernel alone gains 1-2 us at 4096 x
@@ -493,8 +493,8 @@ SEGMENT_TILES = {
 def segments_candidates(rows, hidden, dtype):
     """The scaled store's forward on the JAX path: the default sweep, the tiles' sweep
     (``SWEEP_IN_SEGMENTS`` off), and rows swept in one-warp segments with each of
-    ``SEGMENT_TILES`` (float32 too: the width rule's 16-bit limit lifted here). Each
-    function is traced and compiled inside the switch."""
+    ``SEGMENT_TILES`` (the width forced, whatever ``segment_width`` would say of the
+    tile). Each function is traced and compiled inside the switch."""
     dt = jnp.dtype(dtype)
     default_block = kernels.sweep_config(rows, hidden, dt).block_hidden
     width = kernels.segment_columns(dt)
@@ -509,7 +509,7 @@ def segments_candidates(rows, hidden, dtype):
             saved = kernels.SWEEP_IN_SEGMENTS, kernels.segment_width
             kernels.SWEEP_IN_SEGMENTS = segments
             if segments:
-                kernels.segment_width = lambda *args: width  # float32 included
+                kernels.segment_width = lambda *args: width
             try:
                 fn = forward(config)
                 fn(torch.randn(rows, 2 * hidden, dtype=getattr(torch, dtype), device="cuda"))

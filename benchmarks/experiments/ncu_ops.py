@@ -7,8 +7,8 @@ torch_bridge's direct launch (the triton package's), for Nsight Compute to compa
 
 OP: ``scaled`` (the forward with the scaled fp8 store), ``bwd`` (the plain backward),
 ``bias`` (the backward with the bias gradient) or ``segments`` (the JAX path alone: the
-scaled store swept in one-warp segments, float32 included, with WARPS warps, a fifth
-argument; default ``sweep_config``'s).
+scaled store swept in one-warp segments with WARPS warps, a fifth argument, whatever
+``segment_width`` would say of them; default ``sweep_config``'s).
 """
 
 from __future__ import annotations
