@@ -92,16 +92,21 @@ def check(actual, expected, dtype, name):
     assert error <= testing.tolerance(dtype), (name, error)
 
 
-def check_kernels(rng, variant, rows, hidden, dtype, options, config=None, save_fp8=False):
+def check_kernels(
+    rng, variant, rows, hidden, dtype, options, config=None, save_fp8=False, stream=None
+):
     """Forward (and its fp8 copy: ``save_fp8`` False, True or "scaled") and backward on
     random inputs against ``swiglu_jax.testing``."""
     inputs = make_inputs(rng, variant, rows, hidden, dtype)
-    check_inputs(inputs, dtype, options, config=config, save_fp8=save_fp8)
+    check_inputs(inputs, dtype, options, config=config, save_fp8=save_fp8, stream=stream)
 
 
-def check_inputs(inputs, dtype, options, config=None, save_fp8=False):
-    """Forward (and its fp8 copy) and backward of ``(y, bias, weights, g)``."""
+def check_inputs(inputs, dtype, options, config=None, save_fp8=False, stream=None):
+    """Forward (and its fp8 copy) and backward of ``(y, bias, weights, g)``; ``config``
+    the forward's tile and the tile backward's, ``stream`` the streamed backward's strip
+    (without weights or a scaled copy; ``None``: its default)."""
     y, bias, weights, g = inputs
+    streamed = weights is None and save_fp8 != "scaled"
     opts = Options(**options)
     out, y_fp8, y_scale = run_kernel(
         mosaic_gpu.forward, y, bias, weights, opts, save_fp8=save_fp8, config=config
@@ -120,7 +125,7 @@ def check_inputs(inputs, dtype, options, config=None, save_fp8=False):
         opts,
         dy_dtype=dtype,
         y_scale=y_scale,
-        config=config,
+        config=stream if streamed else config,
     )
     check_kernel_gradients(
         dy, dbias, dweights, g, y, bias, weights, dtype,
@@ -134,10 +139,67 @@ def test_variants_and_options(rng, variant, options):
     check_kernels(rng, variant, 37, 40, jnp.float32, options)
 
 
+@pytest.mark.parametrize("variant", ["bias", "weighted_bias"])  # streamed, tiles
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
 @pytest.mark.parametrize("rows, hidden", [(1, 1), (7, 3), (37, 129), (130, 200)])
-def test_dtypes_and_ragged_shapes(rng, rows, hidden, dtype):
-    check_kernels(rng, "weighted_bias", rows, hidden, dtype, OPTIONS["gpt_oss"])
+def test_dtypes_and_ragged_shapes(rng, rows, hidden, dtype, variant):
+    check_kernels(rng, variant, rows, hidden, dtype, OPTIONS["gpt_oss"])
+
+
+# Strips for the streamed backward: one box of 128 or 256 columns, two of 256; 1 to 8
+# rows a step; 1 to 3 steps in flight; row groups of 1 to 5 steps.
+STRIPS = [
+    BlockConfig(2, 128, num_stages=2, row_steps=3),
+    BlockConfig(1, 256, num_stages=1, row_steps=5),
+    BlockConfig(8, 512, num_stages=3, row_steps=2),
+    BlockConfig(3, 128, num_stages=3, row_steps=1),
+]
+
+
+@pytest.mark.parametrize("stream", STRIPS, ids=str)
+@pytest.mark.parametrize("variant", ["plain", "bias"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_streamed_backward_strips(rng, variant, dtype, stream):
+    """Several strips (the last partial) and row groups (the last short, its last block
+    ragged): 130 rows by H = 600."""
+    check_kernels(rng, variant, 130, 600, dtype, OPTIONS["clamp"], stream=stream)
+
+
+@pytest.mark.parametrize("stream", STRIPS[:2], ids=str)
+def test_streamed_backward_of_the_fp8_copy(rng, stream):
+    options = OPTIONS["gpt_oss"]
+    check_kernels(rng, "bias", 37, 300, jnp.bfloat16, options, save_fp8=True, stream=stream)
+
+
+def test_streamed_backward_bias_in_another_dtype(rng):
+    """A float32 bias with bfloat16 activations: the gradient comes back in float32."""
+    y, bias, _, g = make_inputs(rng, "bias", 37, 300, jnp.bfloat16)
+    bias = bias.astype(jnp.float32)
+    dy, dbias, _ = run_kernel(mosaic_gpu.backward, g, y, bias, None, Options(), dy_dtype=y.dtype)
+    assert dbias.dtype == jnp.float32
+    check_kernel_gradients(dy, dbias, None, g, y, bias, None, jnp.bfloat16, layout="stacked")
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [BlockConfig(4, 192), BlockConfig(4, 384), BlockConfig(4, 64), BlockConfig(512, 256)],
+    ids=str,
+)
+def test_unsupported_strips_are_refused(stream):
+    y = jnp.zeros((4, 2, 8), jnp.float32)
+    with pytest.raises(ValueError, match="streamed backward needs block_hidden"):
+        mosaic_gpu.backward(y[:, 0], y, None, None, Options(), dy_dtype=y.dtype, config=stream)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("rows", [1, 5, 4096, 100_000])
+def test_stream_config(rows, bias):
+    """The measured strip for every size; steps never beyond the rows' blocks."""
+    config = mosaic_gpu.stream_config(rows, 2048, jnp.bfloat16, bias=bias)
+    br, bh, stages = mosaic_gpu.STREAM_TILE
+    assert (config.block_rows, config.block_hidden, config.num_stages) == (br, bh, stages)
+    steps = mosaic_gpu.STREAM_STEPS if bias else mosaic_gpu.STREAM_STEPS_PLAIN
+    assert config.row_steps == min(steps, -(-rows // br))
 
 
 @pytest.mark.parametrize("variant", ["plain", "weighted_bias"])
@@ -195,11 +257,19 @@ def test_scaled_fp8_store_dtypes_ragged(rng, dtype):
         block_hidden=st.sampled_from([32, 48, 64]),
     ),
     save_fp8=st.sampled_from([False, True, "scaled"]),
+    stream=st.builds(
+        BlockConfig,
+        block_rows=st.integers(1, 9),
+        block_hidden=st.sampled_from([128, 256, 512]),
+        num_stages=st.integers(1, 3),
+        row_steps=st.integers(1, 4),
+    ),
 )
-def test_any_blocks(data_seed, rows, hidden, dtype, variant, options, config, save_fp8):
-    """Every legal block shape gives the same answers: interior, ragged and single blocks."""
+def test_any_blocks(data_seed, rows, hidden, dtype, variant, options, config, save_fp8, stream):
+    """Every legal block shape and strip gives the same answers: interior, ragged and
+    single blocks."""
     rng = np.random.default_rng(data_seed)
-    check_kernels(rng, variant, rows, hidden, dtype, options, config=config, save_fp8=save_fp8)
+    check_kernels(rng, variant, rows, hidden, dtype, options, config, save_fp8, stream)
 
 
 def test_no_rows_launches_nothing():

@@ -1,6 +1,11 @@
-"""The Pallas Mosaic GPU backend (Hopper): one kernel per direction, TMA in and out.
+"""The Pallas Mosaic GPU backend (Hopper): TMA in and out, two kinds of kernel.
 
-Each kernel instance owns one ``block_rows x block_hidden`` tile of the output: the grid
+The backward without token weights or a scaled fp8 copy (plain, bias, the unscaled fp8
+copy) streams: each instance walks a strip of rows through a ring of shared-memory
+slots, several blocks in flight (``_streamed_backward_kernel``). The forward and the
+other backwards take one tile an instance:
+
+Each such instance owns one ``block_rows x block_hidden`` tile of the output: the grid
 is ``(cdiv(N, block_rows), cdiv(H, block_hidden))``. The instance copies its tiles of
 the gate, the linear half, the cotangent, the bias and the weights from global to shared
 memory with TMA, loads them into registers in the WGMMA layout (64-row groups spread over
@@ -21,14 +26,16 @@ from an XLA reduction before the forward kernel (``_math.row_amax``: a second re
 token weights and quantizes in the same pass that computes the output. The Triton
 kernels, first on CUDA, fuse the maximum too.
 
-Reductions without a second pass: the backward writes per-row-block partial sums of
-``dy`` for ``dbias``, ``(cdiv(N, block_rows), 2, H)`` in float32, and per-hidden-block
+Reductions without a second pass: the backward writes per-row-block (streamed: per
+row-group) partial sums of ``dy`` for ``dbias``, ``(cdiv(N, block_rows), 2, H)`` in
+float32, and per-hidden-block
 partial sums of ``h * g`` for ``dweights``, ``(cdiv(H, block_hidden), N)`` in float32
 (both padded to whole blocks); a small ``jnp.sum`` over the first axis finishes each.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -48,6 +55,7 @@ SUPPORTED_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 # Rows of the WGMMA register layout that one warpgroup holds: block_rows is a multiple.
 WARPGROUP_ROWS = 64
+WARPGROUP_THREADS = 128
 # TMA needs 16-byte row strides and boxes; 16 elements is that for every dtype (fp8 too).
 HIDDEN_ALIGN = 16
 # Largest extent of one TMA box dimension.
@@ -293,6 +301,174 @@ def _backward_kernel(
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
 
+# The backward without weights or a scaled copy, streamed: each instance owns a strip of
+# ``block_hidden`` columns (TMA boxes of up to MAX_TMA_BOX) and ``row_steps`` blocks of
+# ``block_rows`` rows, and keeps ``num_stages`` blocks in flight: TMA loads into a ring
+# of shared-memory slots (one barrier a slot) and TMA stores out of a second ring. Its
+# registers hold one row of a box at a time in a strided layout in which a thread owns
+# the same columns of every row, so the bias gradient's sums over rows stay in the
+# thread: no shared memory, no barrier, until the strip's one partial row.
+STREAM_GRID_NAMES = ("row_groups", "hidden_blocks")
+# Measured on an H100 (PERF_NOTES.md, session 13; 4096 x 4096, 4096 x 8192, 8192 x 28672,
+# bf16 and float32): 4 x 256 with 3 stages was the best of the tiles and stages tried
+# (256 to 2048 columns, 1 to 16 rows, 2 to 4 stages), with 16 steps where it sums the
+# bias gradient (partial rows 1/64 of N) and 2 without.
+STREAM_TILE = (4, MAX_TMA_BOX, 3)  # rows a step, columns, stages
+STREAM_STEPS, STREAM_STEPS_PLAIN = 16, 2
+
+
+def stream_config(rows: int, hidden: int, dtype, *, bias: bool) -> BlockConfig:
+    """The streamed backward's strip (``STREAM_TILE``), ``STREAM_STEPS`` steps an
+    instance where it sums the ``bias`` gradient, ``STREAM_STEPS_PLAIN`` without."""
+    del hidden, dtype  # One tile for every width and dtype (measured, see above).
+    block_rows, block_hidden, stages = STREAM_TILE
+    steps = min(STREAM_STEPS if bias else STREAM_STEPS_PLAIN, pl.cdiv(max(rows, 1), block_rows))
+    return BlockConfig(block_rows, block_hidden, num_stages=stages, row_steps=steps)
+
+
+def _check_stream_config(config: BlockConfig) -> None:
+    box = min(config.block_hidden, MAX_TMA_BOX)
+    if config.block_hidden % box or box % WARPGROUP_THREADS or config.block_rows > MAX_TMA_BOX:
+        raise ValueError(
+            f"the streamed backward needs block_hidden a multiple of {WARPGROUP_THREADS} "
+            f"up to {MAX_TMA_BOX} or a multiple of {MAX_TMA_BOX}, and block_rows at most "
+            f"{MAX_TMA_BOX}, got {config.block_rows=}, {config.block_hidden=}"
+        )
+
+
+def _streamed_backward_kernel(
+    g_gmem, y_gmem, *refs, opts, config: BlockConfig, row_blocks: int, has_bias: bool
+):
+    """Refs, after ``g (N, H)`` and ``y (N, 2, H)``: ``bias (2, H)`` (when present),
+    ``dy (N, 2, H)``, ``partials (row groups, 2, H')`` (when ``has_bias``), then the
+    scratch. Instance ``(group, j)`` computes row blocks ``group * row_steps + [0,
+    row_steps)`` of the strip ``j``."""
+    refs = list(refs)
+    bias_gmem = refs.pop(0) if has_bias else None
+    dy_gmem = refs.pop(0)
+    partials_gmem = refs.pop(0) if has_bias else None
+    bias_smem, partial_smem, g_smem, y_smem, dy_smem, bias_loaded, loaded = refs
+    br, bh, steps, stages = (
+        config.block_rows, config.block_hidden, config.row_steps, config.num_stages,
+    )  # fmt: skip
+    box = min(bh, MAX_TMA_BOX)
+    group = lax.axis_index(STREAM_GRID_NAMES[0])
+    start = lax.axis_index(STREAM_GRID_NAMES[1]) * bh
+    boxes = [pl.ds(start + q * box, box) for q in range(bh // box)]
+    first = group * steps
+    count = jnp.minimum(steps, row_blocks - first)  # >= 1: no group is empty
+
+    def rows(k):
+        return pl.ds((first + k) * br, br)
+
+    def fetch(k, slot):
+        for q, cols in enumerate(boxes):
+            plgpu.copy_gmem_to_smem(g_gmem.at[rows(k), cols], g_smem.at[slot, q], loaded.at[slot])
+            plgpu.copy_gmem_to_smem(
+                y_gmem.at[rows(k), :, cols], y_smem.at[slot, q], loaded.at[slot]
+            )
+
+    for slot in range(stages):  # the first blocks' loads, before anything waits
+        pl.when(slot < count)(functools.partial(fetch, slot, slot))
+    layout = plgpu.Layout.WG_STRIDED((box,), vec_size=box // WARPGROUP_THREADS)
+
+    def load(ref):
+        return plgpu.load(ref, layout=layout).astype(jnp.float32)
+
+    if has_bias:
+        for q, cols in enumerate(boxes):
+            plgpu.copy_gmem_to_smem(bias_gmem.at[:, cols], bias_smem.at[q], bias_loaded)
+        plgpu.barrier_wait(bias_loaded)
+        biases = [(load(bias_smem.at[q, 0]), load(bias_smem.at[q, 1])) for q in range(len(boxes))]
+
+    def step(k, sums):
+        slot = lax.rem(k, stages)
+        plgpu.barrier_wait(loaded.at[slot])
+        plgpu.wait_smem_to_gmem(stages - 1, wait_read_only=True)  # dy_smem[slot] is free
+        sums = list(sums)
+        for q in range(len(boxes)):
+            g_rows, y_rows, dy_rows = g_smem.at[slot, q], y_smem.at[slot, q], dy_smem.at[slot, q]
+            for r in range(br):  # rows beyond N read as zeros: g = 0 adds nothing
+                a, b = load(y_rows.at[r, 0]), load(y_rows.at[r, 1])
+                if has_bias:
+                    a, b = a + biases[q][0], b + biases[q][1]
+                da, db, _ = _math.backward(load(g_rows.at[r]), a, b, None, opts)
+                _store(dy_rows.at[r, 0], da.astype(dy_rows.dtype))
+                _store(dy_rows.at[r, 1], db.astype(dy_rows.dtype))
+                if has_bias:
+                    sums[2 * q] += da
+                    sums[2 * q + 1] += db
+        plgpu.commit_smem()  # a warpgroup barrier: every thread is done with the inputs too
+        for q, cols in enumerate(boxes):
+            dst = dy_gmem.at[rows(k), :, cols]
+            plgpu.copy_smem_to_gmem(dy_smem.at[slot, q], dst, commit_group=False)
+        plgpu.commit_smem_to_gmem_group()
+        pl.when(k + stages < count)(lambda: fetch(k + stages, slot))
+        return tuple(sums)
+
+    zeros = plgpu.layout_cast(jnp.zeros((box,), jnp.float32), layout)
+    sums = lax.fori_loop(0, count, step, (zeros,) * (2 * len(boxes) if has_bias else 0))
+    if has_bias:
+        for q in range(len(boxes)):
+            for half in (0, 1):
+                _store(partial_smem.at[q, half], sums[2 * q + half])
+        plgpu.commit_smem()
+        for q, cols in enumerate(boxes):
+            plgpu.copy_smem_to_gmem(partial_smem.at[q], partials_gmem.at[group, :, cols])
+    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+
+def _streamed_backward(g, y, bias, opts: Options, *, dy_dtype, config, interpret):
+    """``(dy (N, 2, H), dbias (2, H) or None)`` by the streamed kernel; ``y`` in ``g``'s
+    dtype or the unscaled fp8 copy."""
+    rows, _, hidden = y.shape
+    has_bias = bias is not None
+    config = config or stream_config(rows, hidden, dy_dtype, bias=has_bias)
+    _check_stream_config(config)
+    br, bh, stages = config.block_rows, config.block_hidden, config.num_stages or STREAM_TILE[2]
+    config = dataclasses.replace(config, num_stages=stages)
+    box = min(bh, MAX_TMA_BOX)
+    pad = _round_up(hidden) - hidden
+    if pad:
+        g = jnp.pad(g, ((0, 0), (0, pad)))
+        y = jnp.pad(y, ((0, 0), (0, 0), (0, pad)))
+        bias = None if bias is None else jnp.pad(bias, ((0, 0), (0, pad)))
+    row_blocks = pl.cdiv(rows, br)
+    groups, hidden_blocks = pl.cdiv(row_blocks, config.row_steps), pl.cdiv(y.shape[-1], bh)
+    out_type = [jax.ShapeDtypeStruct(y.shape, dy_dtype)]
+    if has_bias:  # Padded to whole strips: every TMA store of a partial lands in bounds.
+        out_type.append(jax.ShapeDtypeStruct((groups, 2, hidden_blocks * bh), jnp.float32))
+    boxes = bh // box
+    scratch = [
+        _smem((boxes, 2, box), bias.dtype if has_bias else jnp.float32, has_bias),
+        _smem((boxes, 2, box), jnp.float32, has_bias),
+        plgpu.SMEM((stages, boxes, br, box), g.dtype),
+        plgpu.SMEM((stages, boxes, br, 2, box), y.dtype),
+        plgpu.SMEM((stages, boxes, br, 2, box), dy_dtype),
+        plgpu.Barrier(num_arrivals=boxes),
+        plgpu.Barrier(num_arrivals=2 * boxes, num_barriers=stages),
+    ]
+    body = functools.partial(
+        _streamed_backward_kernel, opts=opts, config=config, row_blocks=row_blocks,
+        has_bias=has_bias,
+    )  # fmt: skip
+    operands = [x for x in (g, y, bias) if x is not None]
+    results = _launch(
+        body,
+        *operands,
+        out_type=out_type,
+        scratch=scratch,
+        grid=(groups, hidden_blocks),
+        grid_names=STREAM_GRID_NAMES,
+        name="swiglu_backward_streamed_mosaic_gpu",
+        cost=_cost(operands, out_type, flops_per_element=20),
+        interpret=interpret,
+    )
+    dy = results[0][:, :, :hidden] if pad else results[0]
+    dbias = jnp.sum(results[1], axis=0)[:, :hidden].astype(bias.dtype) if has_bias else None
+    return dy, dbias
+
+
 # ---------------------------------------------------------------------------- builders
 
 
@@ -304,7 +480,7 @@ def _interpret_params(interpret):
     return plgpu.InterpretGPUParams() if interpret else None
 
 
-def _launch(body, *operands, out_type, scratch, grid, name, cost, interpret):
+def _launch(body, *operands, out_type, scratch, grid, name, cost, interpret, grid_names=GRID_NAMES):
     kwargs = {"cost_estimate": cost} if _KERNEL_TAKES_COST else {}
     call = plgpu.kernel(
         body,
@@ -314,7 +490,7 @@ def _launch(body, *operands, out_type, scratch, grid, name, cost, interpret):
         # instances running at the same time then cover contiguous stretches of rows, as
         # in the Triton kernels (rows-first order cost those 2-7% on an H100).
         grid=grid[::-1],
-        grid_names=GRID_NAMES[::-1],
+        grid_names=grid_names[::-1],
         compiler_params=plgpu.CompilerParams(lowering_semantics=_SEMANTICS),
         interpret=_interpret_params(interpret),
         kernel_name=name,
@@ -430,8 +606,10 @@ def backward(
     """Returns ``(dy (N, 2, H) in dy_dtype, dbias (2, H) or None, dweights (N, 1) or None)``.
 
     ``y`` may be the ``float8_e4m3fn`` copy saved by the forward, scaled by the ``(N,
-    1)`` float32 ``y_scale`` where given. Raises ``NotImplementedError`` for float64 (or
-    other unsupported) inputs.
+    1)`` float32 ``y_scale`` where given. Without ``weights`` or ``y_scale`` the streamed
+    kernel runs (``config``: its strip, ``stream_config`` by default), else the tile
+    kernel (``config``: its tile, ``default_config``). Raises ``NotImplementedError`` for
+    float64 (or other unsupported) inputs.
     """
     dy_dtype = jnp.dtype(dy_dtype)
     _check_dtypes(g.dtype, dy_dtype, *([] if y.dtype == FP8_DTYPE else [y.dtype]))
@@ -443,6 +621,13 @@ def backward(
         dbias = None if bias is None else jnp.zeros(bias.shape, bias.dtype)
         dweights = None if weights is None else jnp.zeros(weights.shape, weights.dtype)
         return dy, dbias, dweights
+    if weights is None and y_scale is None:
+        if bias is not None and jnp.dtype(bias.dtype) not in SUPPORTED_DTYPES:
+            bias = bias.astype(jnp.float32)  # dbias still in the caller's dtype
+        dy, dbias = _streamed_backward(
+            g, y, bias, opts, dy_dtype=dy_dtype, config=config, interpret=interpret
+        )
+        return dy, None if dbias is None else dbias.astype(dbias_dtype), None
     if config is None:
         config = default_config(rows, hidden, dy_dtype)
     y, bias, weights, blocks, grid, pad = _prepare(y, bias, weights, config)
