@@ -60,6 +60,8 @@ WARPGROUP_THREADS = 128
 HIDDEN_ALIGN = 16
 # Largest extent of one TMA box dimension.
 MAX_TMA_BOX = 256
+# Shared memory one instance may use on Hopper (227 KB).
+SMEM_BYTES = 232_448
 
 _LAYOUT = plgpu.Layout.WGMMA
 _ROW_LAYOUT = _LAYOUT.reduce(1)  # one value per row: weights, dweights partials
@@ -433,6 +435,18 @@ def _streamed_backward(g, y, bias, opts: Options, *, dy_dtype, config, interpret
         g = jnp.pad(g, ((0, 0), (0, pad)))
         y = jnp.pad(y, ((0, 0), (0, 0), (0, pad)))
         bias = None if bias is None else jnp.pad(bias, ((0, 0), (0, pad)))
+    ring = (
+        stages
+        * bh
+        * br
+        * sum(jnp.dtype(d).itemsize * n for d, n in ((g.dtype, 1), (y.dtype, 2), (dy_dtype, 2)))
+    )
+    if ring > SMEM_BYTES:
+        raise ValueError(
+            f"the streamed backward's strip {config} needs {ring} bytes of shared memory "
+            f"for its rings, more than the {SMEM_BYTES} an SM has: fewer stages, rows or "
+            "columns"
+        )
     row_blocks = pl.cdiv(rows, br)
     groups, hidden_blocks = pl.cdiv(row_blocks, config.row_steps), pl.cdiv(y.shape[-1], bh)
     out_type = [jax.ShapeDtypeStruct(y.shape, dy_dtype)]
