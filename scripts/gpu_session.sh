@@ -47,8 +47,11 @@ run_stage() {  # name, command...: runs it, logs to $OUT/NAME.log, notes the out
 for stage in "${stages[@]}"; do
   case "$stage" in
     tests)
-      # test_torch_bridge_direct.py compiles with the machine's own triton.
-      gpu_tests=(tests/test_gpu.py tests/test_gpu_torch_bridge.py tests/test_torch_bridge_direct.py)
+      # test_torch_bridge_direct.py compiles with the machine's own triton;
+      # test_kernel_mosaic_gpu.py runs the Mosaic GPU kernels compiled on a GPU (session 13:
+      # it had never run there, and one of its tiles did not fit in shared memory).
+      gpu_tests=(tests/test_gpu.py tests/test_gpu_torch_bridge.py tests/test_torch_bridge_direct.py
+        tests/test_kernel_mosaic_gpu.py)
       for extra in tests/test_gpu_*.py; do
         [[ " ${gpu_tests[*]} " == *" $extra "* ]] || gpu_tests+=("$extra")
       done
