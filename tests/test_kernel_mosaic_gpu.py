@@ -103,14 +103,15 @@ def check_kernels(
 
 def check_inputs(inputs, dtype, options, config=None, save_fp8=False, stream=None):
     """Forward (and its fp8 copy) and backward of ``(y, bias, weights, g)``; ``config``
-    the forward's tile and the tile backward's, ``stream`` the streamed backward's strip
-    (without weights or a scaled copy; ``None``: its default)."""
+    the tile kernels' tile, ``stream`` the streamed kernels' strip (without weights or
+    the scaled store; ``None``: its default)."""
     y, bias, weights, g = inputs
     streamed = weights is None and save_fp8 != "scaled"
     opts = Options(**options)
     out, y_fp8, y_scale = run_kernel(
-        mosaic_gpu.forward, y, bias, weights, opts, save_fp8=save_fp8, config=config
-    )
+        mosaic_gpu.forward, y, bias, weights, opts, save_fp8=save_fp8,
+        config=stream if streamed else config,
+    )  # fmt: skip
     expected = testing.swiglu_forward(y, bias, weights, layout="stacked", **options)
     check(out, expected, dtype, "out")
 
@@ -146,7 +147,7 @@ def test_dtypes_and_ragged_shapes(rng, rows, hidden, dtype, variant):
     check_kernels(rng, variant, rows, hidden, dtype, OPTIONS["gpt_oss"])
 
 
-# Strips for the streamed backward: one box of 128 or 256 columns, two of 256; 1 to 8
+# Strips for the streamed kernels: one box of 128 or 256 columns, two of 256; 1 to 8
 # rows a step; 1 to 3 steps in flight; row groups of 1 to 5 steps.
 STRIPS = [
     BlockConfig(2, 128, num_stages=2, row_steps=3),
@@ -159,14 +160,15 @@ STRIPS = [
 @pytest.mark.parametrize("stream", STRIPS, ids=str)
 @pytest.mark.parametrize("variant", ["plain", "bias"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_streamed_backward_strips(rng, variant, dtype, stream):
+def test_streamed_strips(rng, variant, dtype, stream):
     """Several strips (the last partial) and row groups (the last short, its last block
     ragged): 130 rows by H = 600."""
     check_kernels(rng, variant, 130, 600, dtype, OPTIONS["clamp"], stream=stream)
 
 
 @pytest.mark.parametrize("stream", STRIPS[:2], ids=str)
-def test_streamed_backward_of_the_fp8_copy(rng, stream):
+def test_streamed_fp8_copy(rng, stream):
+    """The forward's unscaled fp8 store, and the backward from it."""
     options = OPTIONS["gpt_oss"]
     check_kernels(rng, "bias", 37, 300, jnp.bfloat16, options, save_fp8=True, stream=stream)
 
@@ -187,8 +189,10 @@ def test_streamed_backward_bias_in_another_dtype(rng):
 )
 def test_unsupported_strips_are_refused(stream):
     y = jnp.zeros((4, 2, 8), jnp.float32)
-    with pytest.raises(ValueError, match="streamed backward needs block_hidden"):
+    with pytest.raises(ValueError, match="streamed kernels need block_hidden"):
         mosaic_gpu.backward(y[:, 0], y, None, None, Options(), dy_dtype=y.dtype, config=stream)
+    with pytest.raises(ValueError, match="streamed kernels need block_hidden"):
+        mosaic_gpu.forward(y, None, None, Options(), save_fp8=False, config=stream)
 
 
 def test_strips_beyond_shared_memory_are_refused():
@@ -197,6 +201,10 @@ def test_strips_beyond_shared_memory_are_refused():
     stream = BlockConfig(8, 512, num_stages=3)
     with pytest.raises(ValueError, match="245760 bytes of shared memory"):
         mosaic_gpu.backward(y[:, 0], y, None, None, Options(), dy_dtype=y.dtype, config=stream)
+    # The forward's rings: y in, out and the fp8 copy out, (8 + 4 + 2) bytes a column-row.
+    stream = BlockConfig(8, 1024, num_stages=3)
+    with pytest.raises(ValueError, match="344064 bytes of shared memory"):
+        mosaic_gpu.forward(y, None, None, Options(), save_fp8=True, config=stream)
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -310,8 +318,8 @@ def test_float64_is_not_implemented():
 )
 def test_unsupported_blocks_are_refused(config):
     y = jnp.zeros((4, 2, 8), jnp.float32)
-    with pytest.raises(ValueError, match="block_"):
-        mosaic_gpu.forward(y, None, None, Options(), save_fp8=False, config=config)
+    with pytest.raises(ValueError, match="block_"):  # the tile kernel: with weights
+        mosaic_gpu.forward(y, None, y[:, 0, :1], Options(), save_fp8=False, config=config)
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,11 @@ Parts (``--parts``, comma-separated):
   (Triton's bias kernel 31.9, its plain one 29.2); it trails Triton's by 2-5% at
   every size. It replaced the Mosaic GPU backend's tile backward, which it beats by
   far in bf16.
+- ``streamed_fwd`` (session 13): the forward and its fp8 store, Triton's against the
+  Mosaic GPU streamed kernel and its strips.
+- ``copy_floor_fwd``, ``copy_floor_bwd`` (session 13): our kernel and XLA's fusion
+  beside a copy of the same bytes in all, from the same inputs, at 4096 tokens and at
+  8192 x 28672: how much of the 1 GiB copy's bandwidth a kernel of this size can have.
 
 Device time per kernel from the profiler, inputs rotated through the benchmark's
 ``ROTATION_BYTES`` (times ``--l2-times``), each call's output kept until the next
@@ -280,7 +285,7 @@ STREAM_PLAIN_STEPS = [1, 4, 16, 64]
 
 def streamed_bias_candidates(rows, hidden, dtype):
     """The backward with and without a bias on the JAX path: Triton's default against
-    the Mosaic GPU streamed kernel (``mosaic_gpu._streamed_backward_kernel``) with its
+    the Mosaic GPU streamed kernel (``mosaic_gpu._streamed_kernel``) with its
     default strip and others. Outcome (session 13, H100; the whole op, bias / plain):
     4096 x 4096 bf16 83.3 / 95.0% (Triton) against 82.9 / 90.7 (streamed), 8192 x 28672
     94.9 / 100.9 against 91.8 / 95.6: the streamed kernel trails Triton's at every size,
@@ -313,6 +318,38 @@ def streamed_bias_candidates(rows, hidden, dtype):
         config = BlockConfig(4, 256, num_stages=3, row_steps=steps)
         found[f"streamed plain 4x256 s3 x{steps}"] = functools.partial(
             whole, mosaic_gpu, False, config
+        )
+    return found
+
+
+STREAM_FORWARD_STRIPS = [  # rows a step, columns, stages, steps
+    (4, 256, 3, 2), (4, 256, 3, 8), (2, 256, 3, 4), (8, 256, 3, 2), (4, 256, 4, 4),
+    (4, 512, 2, 2), (4, 256, 2, 2), (1, 1024, 3, 8),
+]  # fmt: skip
+
+
+def streamed_fwd_candidates(rows, hidden, dtype):
+    """The forward (and its fp8 store) on the JAX path: Triton's default against the
+    Mosaic GPU streamed kernel with its default strip and others."""
+    from swiglu_jax.kernels import mosaic_gpu
+
+    opts = Options()
+
+    def fwd(module, save_fp8=False, config=None):
+        return _jax(lambda y: module.forward(
+            y.reshape(rows, 2, hidden), None, None, opts, save_fp8=save_fp8,
+            config=config)[: 1 + save_fp8])  # fmt: skip
+
+    found = {
+        "triton": functools.partial(fwd, kernels),
+        "streamed": functools.partial(fwd, mosaic_gpu),
+        "triton fp8 store": functools.partial(fwd, kernels, True),
+        "streamed fp8 store": functools.partial(fwd, mosaic_gpu, True),
+    }
+    for br, bh, stages, steps in STREAM_FORWARD_STRIPS:
+        config = BlockConfig(br, bh, num_stages=stages, row_steps=steps)
+        found[f"streamed {br}x{bh} s{stages} x{steps}"] = functools.partial(
+            fwd, mosaic_gpu, False, config
         )
     return found
 
@@ -412,6 +449,26 @@ def _ours(op, rows, hidden, dtype):
             g, y3(y), None, None, opts, dy_dtype=dt, config=config)[0])  # fmt: skip
 
     return ours
+
+
+# ----------------------------------------------------------------------------- copy
+
+
+def copy_floor_candidates(op, rows, hidden, dtype):
+    """Our kernel and XLA's fusion for ``op`` (``fwd`` or ``bwd``) beside one copy kernel
+    that reads and writes as many bytes in all (``fwd``: 1.5 N H elements of ``y``;
+    ``bwd``: ``y`` and half of ``g``, by ``torch.cat``), from the same rotated inputs: the
+    copy's % of the 1 GiB copy is the ceiling for this size, what the launch and the
+    ramp leave of the bandwidth."""
+    ours = _ours(op, rows, hidden, dtype)
+    half = rows * hidden // 2
+
+    def copy():
+        if op == "fwd":
+            return lambda y: y.reshape(-1)[: 3 * half].clone()
+        return lambda g, y: torch.cat([y.reshape(-1), g.reshape(-1)[:half]])
+
+    return {"ours": lambda: ours(None), "xla": lambda: _xla(op), "copy, same bytes": copy}
 
 
 # ----------------------------------------------------------------------------- fwdgap
@@ -676,6 +733,7 @@ def parts(out: str) -> dict:
         ),
         "bias_steps": ("bias_bwd", STEP_SIZES, bias_steps_candidates),
         "streamed_bias": ("bias_bwd", STEP_SIZES, streamed_bias_candidates),
+        "streamed_fwd": ("fwd", STEP_SIZES, streamed_fwd_candidates),
         "scaled_rows": ("scaled_fp8_fwd", SCALED_SIZES, scaled_candidates),
         **{
             f"perthread_{op}": (op, PER_THREAD_SIZES, functools.partial(per_thread_candidates, op))
@@ -704,6 +762,10 @@ def parts(out: str) -> dict:
             STEP_SIZES,
             functools.partial(bias_steps_candidates, tiles=OCCUPANCY_STEP_TILES),
         ),
+        **{
+            f"copy_floor_{op}": (op, STEP_SIZES, functools.partial(copy_floor_candidates, op))
+            for op in ("fwd", "bwd")
+        },
         "fwdgap": ("fwd", GAP_SIZES, functools.partial(gap_candidates, out, "fwd")),
         "bwdgap": ("bwd", GAP_SIZES, functools.partial(gap_candidates, out, "bwd")),
         **{

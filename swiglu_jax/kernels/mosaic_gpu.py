@@ -1,9 +1,9 @@
 """The Pallas Mosaic GPU backend (Hopper): TMA in and out, two kinds of kernel.
 
-The backward without token weights or a scaled fp8 copy (plain, bias, the unscaled fp8
-copy) streams: each instance walks a strip of rows through a ring of shared-memory
-slots, several blocks in flight (``_streamed_backward_kernel``). The forward and the
-other backwards take one tile an instance:
+Without token weights or the scaled fp8 store (plain, bias, the unscaled fp8 copy) both
+directions stream: each instance walks a strip of rows through a ring of shared-memory
+slots, several blocks in flight (``_streamed_kernel``). The others take one tile an
+instance:
 
 Each such instance owns one ``block_rows x block_hidden`` tile of the output: the grid
 is ``(cdiv(N, block_rows), cdiv(H, block_hidden))``. The instance copies its tiles of
@@ -303,13 +303,14 @@ def _backward_kernel(
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
 
-# The backward without weights or a scaled copy, streamed: each instance owns a strip of
-# ``block_hidden`` columns (TMA boxes of up to MAX_TMA_BOX) and ``row_steps`` blocks of
-# ``block_rows`` rows, and keeps ``num_stages`` blocks in flight: TMA loads into a ring
-# of shared-memory slots (one barrier a slot) and TMA stores out of a second ring. Its
-# registers hold one row of a box at a time in a strided layout in which a thread owns
-# the same columns of every row, so the bias gradient's sums over rows stay in the
-# thread: no shared memory, no barrier, until the strip's one partial row.
+# The streamed kernels (the forward and the backward without weights or a scaled copy):
+# each instance owns a strip of ``block_hidden`` columns (TMA boxes of up to MAX_TMA_BOX)
+# and ``row_steps`` blocks of ``block_rows`` rows, and keeps ``num_stages`` blocks in
+# flight: TMA loads into a ring of shared-memory slots (one barrier a slot) and TMA
+# stores out of a second ring. Its registers hold one row of a box at a time in a
+# strided layout in which a thread owns the same columns of every row, so the bias
+# gradient's sums over rows stay in the thread: no shared memory, no barrier, until the
+# strip's one partial row.
 STREAM_GRID_NAMES = ("row_groups", "hidden_blocks")
 # Measured on an H100 (PERF_NOTES.md, session 13; 4096 x 4096, 4096 x 8192, 8192 x 28672,
 # bf16 and float32): 4 x 256 with 3 stages was the best of the tiles and stages tried
@@ -320,8 +321,8 @@ STREAM_STEPS, STREAM_STEPS_PLAIN = 16, 2
 
 
 def stream_config(rows: int, hidden: int, dtype, *, bias: bool) -> BlockConfig:
-    """The streamed backward's strip (``STREAM_TILE``), ``STREAM_STEPS`` steps an
-    instance where it sums the ``bias`` gradient, ``STREAM_STEPS_PLAIN`` without."""
+    """The streamed kernels' strip (``STREAM_TILE``), ``STREAM_STEPS`` steps an
+    instance where it sums the ``bias`` gradient, ``STREAM_STEPS_PLAIN`` otherwise."""
     del hidden, dtype  # One tile for every width and dtype (measured, see above).
     block_rows, block_hidden, stages = STREAM_TILE
     steps = min(STREAM_STEPS if bias else STREAM_STEPS_PLAIN, pl.cdiv(max(rows, 1), block_rows))
@@ -332,24 +333,26 @@ def _check_stream_config(config: BlockConfig) -> None:
     box = min(config.block_hidden, MAX_TMA_BOX)
     if config.block_hidden % box or box % WARPGROUP_THREADS or config.block_rows > MAX_TMA_BOX:
         raise ValueError(
-            f"the streamed backward needs block_hidden a multiple of {WARPGROUP_THREADS} "
+            f"the streamed kernels need block_hidden a multiple of {WARPGROUP_THREADS} "
             f"up to {MAX_TMA_BOX} or a multiple of {MAX_TMA_BOX}, and block_rows at most "
             f"{MAX_TMA_BOX}, got {config.block_rows=}, {config.block_hidden=}"
         )
 
 
-def _streamed_backward_kernel(
-    g_gmem, y_gmem, *refs, opts, config: BlockConfig, row_blocks: int, has_bias: bool
-):
-    """Refs, after ``g (N, H)`` and ``y (N, 2, H)``: ``bias (2, H)`` (when present),
-    ``dy (N, 2, H)``, ``partials (row groups, 2, H')`` (when ``has_bias``), then the
-    scratch. Instance ``(group, j)`` computes row blocks ``group * row_steps + [0,
-    row_steps)`` of the strip ``j``."""
+def _streamed_kernel(*refs, row, ins: int, outs: int, has_bias, sums: int, config, row_blocks):
+    """Refs: the ``ins`` inputs (rows first, hidden last: ``g (N, H)``, ``y (N, 2, H)``),
+    ``bias (2, H)`` (when ``has_bias``), the ``outs`` outputs, ``partials (row groups,
+    sums, H')`` (when ``sums``), then the scratch. Instance ``(group, j)`` computes row
+    blocks ``group * row_steps + [0, row_steps)`` of the strip ``j``; ``row(load, inputs,
+    outputs, bias)`` one row of one box: it loads its ``inputs`` (shared-memory rows) with
+    ``load``, stores its ``outputs``, and returns its ``sums`` terms."""
     refs = list(refs)
+    in_gmem = [refs.pop(0) for _ in range(ins)]
     bias_gmem = refs.pop(0) if has_bias else None
-    dy_gmem = refs.pop(0)
-    partials_gmem = refs.pop(0) if has_bias else None
-    bias_smem, partial_smem, g_smem, y_smem, dy_smem, bias_loaded, loaded = refs
+    out_gmem = [refs.pop(0) for _ in range(outs)]
+    partials_gmem = refs.pop(0) if sums else None
+    bias_smem, partial_smem, *rings, bias_loaded, loaded = refs
+    in_rings, out_rings = rings[:ins], rings[ins:]
     br, bh, steps, stages = (
         config.block_rows, config.block_hidden, config.row_steps, config.num_stages,
     )  # fmt: skip
@@ -360,15 +363,14 @@ def _streamed_backward_kernel(
     first = group * steps
     count = jnp.minimum(steps, row_blocks - first)  # >= 1: no group is empty
 
-    def rows(k):
-        return pl.ds((first + k) * br, br)
+    def block(gmem, k, cols):
+        rows = pl.ds((first + k) * br, br)
+        return gmem.at[(rows,) + (slice(None),) * (len(gmem.shape) - 2) + (cols,)]
 
     def fetch(k, slot):
         for q, cols in enumerate(boxes):
-            plgpu.copy_gmem_to_smem(g_gmem.at[rows(k), cols], g_smem.at[slot, q], loaded.at[slot])
-            plgpu.copy_gmem_to_smem(
-                y_gmem.at[rows(k), :, cols], y_smem.at[slot, q], loaded.at[slot]
-            )
+            for gmem, ring in zip(in_gmem, in_rings, strict=True):
+                plgpu.copy_gmem_to_smem(block(gmem, k, cols), ring.at[slot, q], loaded.at[slot])
 
     for slot in range(stages):  # the first blocks' loads, before anything waits
         pl.when(slot < count)(functools.partial(fetch, slot, slot))
@@ -377,110 +379,155 @@ def _streamed_backward_kernel(
     def load(ref):
         return plgpu.load(ref, layout=layout).astype(jnp.float32)
 
+    biases = [None] * len(boxes)
     if has_bias:
         for q, cols in enumerate(boxes):
             plgpu.copy_gmem_to_smem(bias_gmem.at[:, cols], bias_smem.at[q], bias_loaded)
         plgpu.barrier_wait(bias_loaded)
         biases = [(load(bias_smem.at[q, 0]), load(bias_smem.at[q, 1])) for q in range(len(boxes))]
 
-    def step(k, sums):
+    def step(k, totals):
         slot = lax.rem(k, stages)
         plgpu.barrier_wait(loaded.at[slot])
-        plgpu.wait_smem_to_gmem(stages - 1, wait_read_only=True)  # dy_smem[slot] is free
-        sums = list(sums)
+        plgpu.wait_smem_to_gmem(stages - 1, wait_read_only=True)  # the out slot is free
+        totals = list(totals)
         for q in range(len(boxes)):
-            g_rows, y_rows, dy_rows = g_smem.at[slot, q], y_smem.at[slot, q], dy_smem.at[slot, q]
             for r in range(br):  # rows beyond N read as zeros: g = 0 adds nothing
-                a, b = load(y_rows.at[r, 0]), load(y_rows.at[r, 1])
-                if has_bias:
-                    a, b = a + biases[q][0], b + biases[q][1]
-                da, db, _ = _math.backward(load(g_rows.at[r]), a, b, None, opts)
-                _store(dy_rows.at[r, 0], da.astype(dy_rows.dtype))
-                _store(dy_rows.at[r, 1], db.astype(dy_rows.dtype))
-                if has_bias:
-                    sums[2 * q] += da
-                    sums[2 * q + 1] += db
+                inputs = [ring.at[slot, q, r] for ring in in_rings]
+                outputs = [ring.at[slot, q, r] for ring in out_rings]
+                terms = row(load, inputs, outputs, biases[q])
+                totals[q] = tuple(t + x for t, x in zip(totals[q], terms, strict=True))
         plgpu.commit_smem()  # a warpgroup barrier: every thread is done with the inputs too
         for q, cols in enumerate(boxes):
-            dst = dy_gmem.at[rows(k), :, cols]
-            plgpu.copy_smem_to_gmem(dy_smem.at[slot, q], dst, commit_group=False)
+            for gmem, ring in zip(out_gmem, out_rings, strict=True):
+                dst = block(gmem, k, cols)
+                plgpu.copy_smem_to_gmem(ring.at[slot, q], dst, commit_group=False)
         plgpu.commit_smem_to_gmem_group()
         pl.when(k + stages < count)(lambda: fetch(k + stages, slot))
-        return tuple(sums)
+        return tuple(totals)
 
     zeros = plgpu.layout_cast(jnp.zeros((box,), jnp.float32), layout)
-    sums = lax.fori_loop(0, count, step, (zeros,) * (2 * len(boxes) if has_bias else 0))
-    if has_bias:
+    totals = lax.fori_loop(0, count, step, ((zeros,) * sums,) * len(boxes))
+    if sums:
         for q in range(len(boxes)):
-            for half in (0, 1):
-                _store(partial_smem.at[q, half], sums[2 * q + half])
+            for i, total in enumerate(totals[q]):
+                _store(partial_smem.at[q, i], total)
         plgpu.commit_smem()
         for q, cols in enumerate(boxes):
             plgpu.copy_smem_to_gmem(partial_smem.at[q], partials_gmem.at[group, :, cols])
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
 
-def _streamed_backward(g, y, bias, opts: Options, *, dy_dtype, config, interpret):
-    """``(dy (N, 2, H), dbias (2, H) or None)`` by the streamed kernel; ``y`` in ``g``'s
-    dtype or the unscaled fp8 copy."""
-    rows, _, hidden = y.shape
-    has_bias = bias is not None
-    config = config or stream_config(rows, hidden, dy_dtype, bias=has_bias)
+def _stream(row, inputs, bias, out_type, *, sums: int, config, name, interpret, flops):
+    """Launches ``_streamed_kernel`` over ``inputs`` (rows first, hidden last, the hidden
+    size padded to ``HIDDEN_ALIGN`` here) with ``out_type`` (``(rows, ..., H)`` shapes and
+    dtypes); returns the outputs, then the ``sums`` partial sums' totals ``(sums, H)``
+    in float32."""
     _check_stream_config(config)
-    br, bh, stages = config.block_rows, config.block_hidden, config.num_stages or STREAM_TILE[2]
+    rows, hidden = inputs[0].shape[0], inputs[0].shape[-1]
+    br, bh = config.block_rows, config.block_hidden
+    stages = config.num_stages or STREAM_TILE[2]
     config = dataclasses.replace(config, num_stages=stages)
     box = min(bh, MAX_TMA_BOX)
     pad = _round_up(hidden) - hidden
-    if pad:
-        g = jnp.pad(g, ((0, 0), (0, pad)))
-        y = jnp.pad(y, ((0, 0), (0, 0), (0, pad)))
-        bias = None if bias is None else jnp.pad(bias, ((0, 0), (0, pad)))
-    ring = (
-        stages
-        * bh
-        * br
-        * sum(jnp.dtype(d).itemsize * n for d, n in ((g.dtype, 1), (y.dtype, 2), (dy_dtype, 2)))
-    )
+
+    def padded(x):
+        return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)]) if pad else x
+
+    inputs, bias = [padded(x) for x in inputs], None if bias is None else padded(bias)
+    arrays = [*inputs, *out_type]
+    ring = stages * bh * br * sum(math.prod(x.shape[1:-1]) * x.dtype.itemsize for x in arrays)
     if ring > SMEM_BYTES:
         raise ValueError(
-            f"the streamed backward's strip {config} needs {ring} bytes of shared memory "
-            f"for its rings, more than the {SMEM_BYTES} an SM has: fewer stages, rows or "
-            "columns"
+            f"the streamed kernels' strip {config} needs {ring} bytes of shared memory for "
+            f"its rings, more than the {SMEM_BYTES} an SM has: fewer stages, rows or columns"
         )
     row_blocks = pl.cdiv(rows, br)
-    groups, hidden_blocks = pl.cdiv(row_blocks, config.row_steps), pl.cdiv(y.shape[-1], bh)
-    out_type = [jax.ShapeDtypeStruct(y.shape, dy_dtype)]
-    if has_bias:  # Padded to whole strips: every TMA store of a partial lands in bounds.
-        out_type.append(jax.ShapeDtypeStruct((groups, 2, hidden_blocks * bh), jnp.float32))
+    groups, hidden_blocks = pl.cdiv(row_blocks, config.row_steps), pl.cdiv(hidden + pad, bh)
     boxes = bh // box
+    full = [jax.ShapeDtypeStruct((*x.shape[:-1], hidden + pad), x.dtype) for x in out_type]
+    if sums:  # Padded to whole strips: every TMA store of a partial lands in bounds.
+        full.append(jax.ShapeDtypeStruct((groups, sums, hidden_blocks * bh), jnp.float32))
     scratch = [
-        _smem((boxes, 2, box), bias.dtype if has_bias else jnp.float32, has_bias),
-        _smem((boxes, 2, box), jnp.float32, has_bias),
-        plgpu.SMEM((stages, boxes, br, box), g.dtype),
-        plgpu.SMEM((stages, boxes, br, 2, box), y.dtype),
-        plgpu.SMEM((stages, boxes, br, 2, box), dy_dtype),
+        _smem((boxes, 2, box), bias.dtype if bias is not None else jnp.float32, bias is not None),
+        _smem((boxes, sums, box), jnp.float32, bool(sums)),
+        *(plgpu.SMEM((stages, boxes, br, *x.shape[1:-1], box), x.dtype) for x in arrays),
         plgpu.Barrier(num_arrivals=boxes),
-        plgpu.Barrier(num_arrivals=2 * boxes, num_barriers=stages),
+        plgpu.Barrier(num_arrivals=len(inputs) * boxes, num_barriers=stages),
     ]
     body = functools.partial(
-        _streamed_backward_kernel, opts=opts, config=config, row_blocks=row_blocks,
-        has_bias=has_bias,
+        _streamed_kernel, row=row, ins=len(inputs), outs=len(out_type), has_bias=bias is not None,
+        sums=sums, config=config, row_blocks=row_blocks,
     )  # fmt: skip
-    operands = [x for x in (g, y, bias) if x is not None]
-    results = _launch(
-        body,
-        *operands,
-        out_type=out_type,
-        scratch=scratch,
-        grid=(groups, hidden_blocks),
-        grid_names=STREAM_GRID_NAMES,
-        name="swiglu_backward_streamed_mosaic_gpu",
-        cost=_cost(operands, out_type, flops_per_element=20),
-        interpret=interpret,
+    operands = [*inputs, *([] if bias is None else [bias])]
+    results = list(
+        _launch(
+            body,
+            *operands,
+            out_type=full,
+            scratch=scratch,
+            grid=(groups, hidden_blocks),
+            grid_names=STREAM_GRID_NAMES,
+            name=name,
+            cost=_cost(operands, full, flops_per_element=flops),
+            interpret=interpret,
+        )
     )
-    dy = results[0][:, :, :hidden] if pad else results[0]
-    dbias = jnp.sum(results[1], axis=0)[:, :hidden].astype(bias.dtype) if has_bias else None
-    return dy, dbias
+    if sums:
+        results[-1] = jnp.sum(results[-1], axis=0)[:, :hidden]
+    return [x[..., :hidden] if pad else x for x in results[: len(out_type)]] + results[
+        len(out_type) :
+    ]
+
+
+def _streamed_forward(y, bias, opts: Options, *, save_fp8: bool, config, interpret):
+    """``(out (N, H), y_fp8 (N, 2, H) or None)`` by the streamed kernel."""
+    rows, _, hidden = y.shape
+    config = config or stream_config(rows, hidden, y.dtype, bias=False)
+
+    def row(load, inputs, outputs, bias):
+        (y_row,), (out_row, *fp8_row) = inputs, outputs
+        a, b = load(y_row.at[0]), load(y_row.at[1])
+        if save_fp8:  # of y itself, before the bias
+            for half, x in enumerate((a, b)):
+                _store(fp8_row[0].at[half], _math.to_fp8(x))
+        if bias is not None:
+            a, b = a + bias[0], b + bias[1]
+        _store(out_row, _math.forward(a, b, None, opts).astype(out_row.dtype))
+        return ()
+
+    out_type = [jax.ShapeDtypeStruct((rows, hidden), y.dtype)]
+    if save_fp8:
+        out_type.append(jax.ShapeDtypeStruct(y.shape, FP8_DTYPE))
+    results = _stream(
+        row, [y], bias, out_type, sums=0, config=config, interpret=interpret, flops=10,
+        name="swiglu_forward_streamed_mosaic_gpu",
+    )  # fmt: skip
+    return results[0], results[1] if save_fp8 else None
+
+
+def _streamed_backward(g, y, bias, opts: Options, *, dy_dtype, config, interpret):
+    """``(dy (N, 2, H), dbias (2, H) float32 or None)`` by the streamed kernel; ``y`` in
+    ``g``'s dtype or the unscaled fp8 copy."""
+    rows, _, hidden = y.shape
+    config = config or stream_config(rows, hidden, dy_dtype, bias=bias is not None)
+
+    def row(load, inputs, outputs, bias):
+        (g_row, y_row), (dy_row,) = inputs, outputs
+        a, b = load(y_row.at[0]), load(y_row.at[1])
+        if bias is not None:
+            a, b = a + bias[0], b + bias[1]
+        da, db, _ = _math.backward(load(g_row), a, b, None, opts)
+        _store(dy_row.at[0], da.astype(dy_row.dtype))
+        _store(dy_row.at[1], db.astype(dy_row.dtype))
+        return () if bias is None else (da, db)
+
+    results = _stream(
+        row, [g, y], bias, [jax.ShapeDtypeStruct(y.shape, dy_dtype)],
+        sums=0 if bias is None else 2, config=config, interpret=interpret, flops=20,
+        name="swiglu_backward_streamed_mosaic_gpu",
+    )  # fmt: skip
+    return results[0], results[1] if bias is not None else None
 
 
 # ---------------------------------------------------------------------------- builders
@@ -555,7 +602,9 @@ def forward(
     unless given (module doc).
 
     ``interpret``: ``True`` or a ``plgpu.InterpretGPUParams`` (race detection, say) runs
-    Pallas' GPU interpreter instead of the compiled kernel. Raises
+    Pallas' GPU interpreter instead of the compiled kernel. Without ``weights`` or the
+    scaled store the streamed kernel runs (``config``: its strip, ``stream_config`` by
+    default), else the tile kernel (``config``: its tile, ``default_config``). Raises
     ``NotImplementedError`` for float64 (or other unsupported) ``y``.
     """
     _check_dtypes(y.dtype)
@@ -565,6 +614,13 @@ def forward(
         out = jnp.zeros((0, hidden), y.dtype)
         y_fp8 = jnp.zeros(y.shape, FP8_DTYPE) if save_fp8 else None
         return out, y_fp8, (jnp.zeros((0, 1), jnp.float32) if scaled else None)
+    if weights is None and not scaled:
+        if bias is not None and jnp.dtype(bias.dtype) not in SUPPORTED_DTYPES:
+            bias = bias.astype(jnp.float32)
+        out, y_fp8 = _streamed_forward(
+            y, bias, opts, save_fp8=bool(save_fp8), config=config, interpret=interpret
+        )
+        return out, y_fp8, None
     if scaled and y_scale is None:
         y_scale = _math.scale_from_amax(_math.row_amax(y))
     dtype = y.dtype
