@@ -148,10 +148,10 @@ def test_dtypes_and_ragged_shapes(rng, rows, hidden, dtype, variant):
 
 
 # Strips for the streamed kernels: one box of 128 or 256 columns, two of 256; 1 to 8
-# rows a step; 1 to 3 steps in flight; row groups of 1 to 5 steps.
+# rows a step; 2 or 3 steps in flight; row groups of 1 to 5 steps.
 STRIPS = [
     BlockConfig(2, 128, num_stages=2, row_steps=3),
-    BlockConfig(1, 256, num_stages=1, row_steps=5),
+    BlockConfig(1, 256, num_stages=2, row_steps=5),
     BlockConfig(8, 512, num_stages=2, row_steps=2),
     BlockConfig(3, 128, num_stages=3, row_steps=1),
 ]
@@ -193,6 +193,14 @@ def test_unsupported_strips_are_refused(stream):
         mosaic_gpu.backward(y[:, 0], y, None, None, Options(), dy_dtype=y.dtype, config=stream)
     with pytest.raises(ValueError, match="streamed kernels need block_hidden"):
         mosaic_gpu.forward(y, None, None, Options(), save_fp8=False, config=stream)
+
+
+def test_one_stage_is_refused():
+    y = jnp.zeros((4, 2, 8), jnp.float32)
+    with pytest.raises(ValueError, match="num_stages of at least 2"):
+        mosaic_gpu.forward(
+            y, None, None, Options(), save_fp8=False, config=BlockConfig(4, 256, num_stages=1)
+        )
 
 
 def test_strips_beyond_shared_memory_are_refused():
@@ -279,7 +287,7 @@ def test_scaled_fp8_store_dtypes_ragged(rng, dtype):
         BlockConfig,
         block_rows=st.integers(1, 5),  # float32's rings fit in shared memory
         block_hidden=st.sampled_from([128, 256, 512]),
-        num_stages=st.integers(1, 3),
+        num_stages=st.integers(2, 3),
         row_steps=st.integers(1, 4),
     ),
 )
