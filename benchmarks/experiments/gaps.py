@@ -277,8 +277,8 @@ def bias_steps_candidates(rows, hidden, dtype, tiles=STEP_TILES):
 
 
 STREAM_STRIPS = {  # columns, rows a step, stages, steps (the 4 x 256 rows: the default)
-    "bfloat16": [(256, 8, 3, 16), (512, 4, 3, 16), (1024, 2, 3, 16), (1024, 1, 4, 32)],
-    "float32": [(256, 8, 2, 16), (512, 2, 3, 16), (1024, 2, 2, 16), (1024, 1, 4, 32)],
+    "bfloat16": [(256, 8, 3, 16), (512, 4, 3, 16), (1024, 2, 3, 16), (1024, 2, 4, 16)],
+    "float32": [(256, 8, 2, 16), (512, 2, 3, 16), (1024, 2, 2, 16), (1024, 2, 3, 8)],
 }  # fmt: skip
 STREAM_PLAIN_STEPS = [1, 4, 16, 64]
 
@@ -324,7 +324,7 @@ def streamed_bias_candidates(rows, hidden, dtype):
 
 STREAM_FORWARD_STRIPS = [  # rows a step, columns, stages, steps
     (4, 256, 3, 2), (4, 256, 3, 8), (2, 256, 3, 4), (8, 256, 3, 2), (4, 256, 4, 4),
-    (4, 512, 2, 2), (4, 256, 2, 2), (1, 1024, 3, 8),
+    (4, 512, 2, 2), (4, 256, 2, 2), (2, 1024, 3, 8),
 ]  # fmt: skip
 
 

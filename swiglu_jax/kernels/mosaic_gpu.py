@@ -330,11 +330,11 @@ def stream_config(rows: int, hidden: int, dtype, *, bias: bool) -> BlockConfig:
 
 
 def _check_stream_config(config: BlockConfig) -> None:
-    if config.num_stages == 1:
-        # One slot would reload the slot it computes from: nothing overlaps. The
-        # compiled kernel was also wrong with it on an H100 (a one-barrier ring, session
-        # 13), where the interpreter was right.
-        raise ValueError("the streamed kernels need num_stages of at least 2 (or None)")
+    if config.block_rows < 2:
+        # A one-row block's TMA store is a contiguous slice, which Mosaic GPU copies as
+        # plain bytes clamped only at the array's end: a box past the hidden edge spills
+        # into the next row (wrong on an H100, session 13; the interpreter clips).
+        raise ValueError(f"the streamed kernels need block_rows of at least 2, got {config}")
     box = min(config.block_hidden, MAX_TMA_BOX)
     if config.block_hidden % box or box % WARPGROUP_THREADS or config.block_rows > MAX_TMA_BOX:
         raise ValueError(
