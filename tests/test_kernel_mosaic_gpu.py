@@ -102,16 +102,14 @@ def check_kernels(
 
 
 def check_inputs(inputs, dtype, options, config=None, save_fp8=False, stream=None):
-    """Forward (and its fp8 copy) and backward of ``(y, bias, weights, g)``; ``config``
-    the tile kernels' tile, ``stream`` the streamed kernels' strip (without weights or
-    the scaled store; ``None``: its default)."""
+    """Forward (and its fp8 copy) and backward of ``(y, bias, weights, g)``; ``stream``
+    the streamed kernels' strip (the forward, the backward without weights), ``config``
+    the weighted backward's tile (``None``: each its default)."""
     y, bias, weights, g = inputs
-    streamed = weights is None and save_fp8 != "scaled"
     opts = Options(**options)
     out, y_fp8, y_scale = run_kernel(
-        mosaic_gpu.forward, y, bias, weights, opts, save_fp8=save_fp8,
-        config=stream if streamed else config,
-    )  # fmt: skip
+        mosaic_gpu.forward, y, bias, weights, opts, save_fp8=save_fp8, config=stream
+    )
     expected = testing.swiglu_forward(y, bias, weights, layout="stacked", **options)
     check(out, expected, dtype, "out")
 
@@ -126,7 +124,7 @@ def check_inputs(inputs, dtype, options, config=None, save_fp8=False, stream=Non
         opts,
         dy_dtype=dtype,
         y_scale=y_scale,
-        config=stream if streamed else config,
+        config=stream if weights is None else config,
     )
     check_kernel_gradients(
         dy, dbias, dweights, g, y, bias, weights, dtype,
@@ -164,6 +162,27 @@ def test_streamed_strips(rng, variant, dtype, stream):
     """Several strips (the last partial) and row groups (the last short, its last block
     ragged): 130 rows by H = 600."""
     check_kernels(rng, variant, 130, 600, dtype, OPTIONS["clamp"], stream=stream)
+
+
+@pytest.mark.parametrize(
+    "stream", [*STRIPS, BlockConfig(8, 256, num_stages=2, row_steps=9)], ids=str
+)
+def test_streamed_per_row_values(rng, stream):
+    """Token weights and the scaled store's row scales, copied once an instance in
+    windows of 32 rows (72 rows a group in the last strip: three windows)."""
+    options = OPTIONS["gpt_oss"]
+    check_kernels(
+        rng, "weighted_bias", 130, 600, jnp.bfloat16, options, save_fp8="scaled", stream=stream
+    )
+    y, bias, _, g = make_inputs(rng, "bias", 130, 600, jnp.bfloat16)  # the scaled backward
+    check_inputs((y, bias, None, g), jnp.bfloat16, options, save_fp8="scaled", stream=stream)
+
+
+def test_per_row_windows_beyond_a_box_are_refused():
+    y = jnp.zeros((4, 2, 8), jnp.float32)
+    stream = BlockConfig(8, 256, row_steps=40)  # 320 rows a group
+    with pytest.raises(ValueError, match="row_steps \\* block_rows of at most 256"):
+        mosaic_gpu.forward(y, None, y[:, 0, :1], Options(), save_fp8=False, config=stream)
 
 
 @pytest.mark.parametrize("stream", STRIPS[:2], ids=str)
@@ -326,8 +345,9 @@ def test_float64_is_not_implemented():
 )
 def test_unsupported_blocks_are_refused(config):
     y = jnp.zeros((4, 2, 8), jnp.float32)
-    with pytest.raises(ValueError, match="block_"):  # the tile kernel: with weights
-        mosaic_gpu.forward(y, None, y[:, 0, :1], Options(), save_fp8=False, config=config)
+    weights = jnp.ones((4, 1), jnp.float32)
+    with pytest.raises(ValueError, match="block_"):  # the tiled kernel: the weighted backward
+        mosaic_gpu.backward(y[:, 0], y, None, weights, Options(), dy_dtype=y.dtype, config=config)
 
 
 @pytest.mark.parametrize(

@@ -1,36 +1,39 @@
 """The Pallas Mosaic GPU backend (Hopper): TMA in and out, two kinds of kernel.
 
-Without token weights or the scaled fp8 store (plain, bias, the unscaled fp8 copy) both
-directions stream: each instance walks a strip of rows through a ring of shared-memory
-slots, several blocks in flight (``_streamed_kernel``). The others take one tile an
-instance:
+Streamed (the forward, every variant; the backward without token weights): each
+instance owns a strip of columns and walks a group of row blocks through a ring of
+shared-memory slots, several blocks in flight (``_streamed_kernel``). Its registers hold
+one row of a TMA box at a time in a strided layout in which each thread owns the same
+columns of every row, so the bias gradient's sums over rows never leave the thread; per
+row values (token weights, fp8 scales) come once an instance, one copy of 128 bytes or
+more.
 
-Each such instance owns one ``block_rows x block_hidden`` tile of the output: the grid
-is ``(cdiv(N, block_rows), cdiv(H, block_hidden))``. The instance copies its tiles of
-the gate, the linear half, the cotangent, the bias and the weights from global to shared
-memory with TMA, loads them into registers in the WGMMA layout (64-row groups spread over
-the warpgroup's four warps), applies ``swiglu_jax._math`` in float32, and writes its
-results back to shared memory and on to global memory with TMA. Several instances fit
-on one SM, so one instance's copies overlap another's arithmetic.
+Tiled (the backward with token weights, whose gradient sums each row across the strip):
+each instance owns one ``block_rows x block_hidden`` tile of the output, the grid
+``(cdiv(N, block_rows), cdiv(H, block_hidden))``. The instance copies its tiles of the
+gate, the linear half, the cotangent, the bias, the weights and the scales from global
+to shared memory with TMA, loads them into registers in the WGMMA layout (64-row groups
+spread over the warpgroup's four warps), applies ``swiglu_jax._math`` in float32, and
+writes its results back to shared memory and on to global memory with TMA. Several
+instances fit on one SM, so one instance's copies overlap another's arithmetic.
 
 Ragged edges: TMA reads fill out-of-bounds elements with zeros and TMA writes drop
-them, so a partial tile needs no special path; the reductions also mask what lies
-outside the array, so nothing out of bounds reaches ``dbias`` or ``dweights``. TMA
+them, so a partial block needs no special path (rows beyond ``N`` have ``g = 0`` and add
+nothing to ``dbias``); the tiled reductions also mask what lies outside the array. TMA
 needs 16-byte aligned row strides, so a hidden size that is not a multiple of
 ``HIDDEN_ALIGN`` is padded with zeros inside the functions (one extra copy, only then).
 TMA coordinates are per dimension, so arrays of more than 2**31 elements are safe.
 
-Scaled fp8 store: an instance holds at most 256 columns of a row, so the row maxima come
+Scaled fp8 store: an instance holds at most a strip of a row, so the row maxima come
 from an XLA reduction before the forward kernel (``_math.row_amax``: a second read of
-``y``, one float32 written per row); the kernel reads each row's scale beside the
-token weights and quantizes in the same pass that computes the output. The Triton
-kernels, first on CUDA, fuse the maximum too.
+``y``, one float32 written per row); the kernel reads each row's scale beside the token
+weights and quantizes in the same pass that computes the output. The Triton kernels,
+first on CUDA, fuse the maximum too.
 
-Reductions without a second pass: the backward writes per-row-block (streamed: per
-row-group) partial sums of ``dy`` for ``dbias``, ``(cdiv(N, block_rows), 2, H)`` in
-float32, and per-hidden-block
-partial sums of ``h * g`` for ``dweights``, ``(cdiv(H, block_hidden), N)`` in float32
-(both padded to whole blocks); a small ``jnp.sum`` over the first axis finishes each.
+Reductions without a second pass: the backward writes partial sums of ``dy`` for
+``dbias`` (streamed: one row a row group, ``(row groups, 2, H')``) and per-hidden-block
+partial sums of ``h * g`` for ``dweights`` (tiled: ``(cdiv(H, block_hidden), N)``), in
+float32, padded to whole blocks; a small ``jnp.sum`` over the first axis finishes each.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ WARPGROUP_THREADS = 128
 HIDDEN_ALIGN = 16
 # Largest extent of one TMA box dimension.
 MAX_TMA_BOX = 256
+# Rows of per-row float32 values a streamed instance copies at least (128 bytes).
+ROW_WINDOW = 32
 # Shared memory one instance may use on Hopper (227 KB).
 SMEM_BYTES = 232_448
 
@@ -79,8 +84,9 @@ _KERNEL_TAKES_COST = "cost_estimate" in inspect.signature(plgpu.kernel).paramete
 
 
 def default_config(rows: int, hidden: int, dtype) -> BlockConfig:
-    """One warpgroup's 64 rows by 64 (float32) or 128 (16-bit) hidden columns, fewer
-    for a small ``H``; the grid covers any ``rows``.
+    """The tiled kernel's tile (the weighted backward): one warpgroup's 64 rows by 64
+    (float32) or 128 (16-bit) hidden columns, fewer for a small ``H``; the grid covers
+    any ``rows``.
 
     A 64 x 64 float32 tile is 32 registers a thread per live float32 array; 16-bit
     inputs move half the bytes per element, so they take twice the columns for the same
@@ -180,53 +186,6 @@ def _tile_slices(block_rows, block_hidden):
     return rows, cols
 
 
-def _forward_kernel(y_gmem, *refs, opts, has_bias, has_weights, save_fp8, blocks):
-    """``out[rows, cols] = swiglu(y[rows, :, cols])``; with ``save_fp8`` also the fp8 copy.
-
-    Refs, after ``y``: ``bias (2, H)``, ``weights (N,)`` and, for ``"scaled"``, ``y_scale
-    (N,)`` (float32, when present), then ``out (N, H)``, ``y_fp8 (N, 2, H)`` (when
-    ``save_fp8``), then the scratch.
-    """
-    scaled = save_fp8 == "scaled"
-    bias_gmem, weights_gmem, scale_gmem, refs = _unpack(
-        refs, has_bias=has_bias, has_weights=has_weights, has_scale=scaled
-    )
-    out_gmem = refs.pop(0)
-    fp8_gmem = refs.pop(0) if save_fp8 else None
-    y_smem, bias_smem, weights_smem, scale_smem, out_smem, fp8_smem, barrier = refs
-    bias_smem = bias_smem if has_bias else None
-    rows, cols = _tile_slices(*blocks)
-
-    copies = [(y_gmem.at[rows, half, cols], y_smem.at[half]) for half in (0, 1)]
-    if has_bias:
-        copies.append((bias_gmem.at[:, cols], bias_smem))
-    if has_weights:
-        copies.append((weights_gmem.at[rows], weights_smem))
-    if scaled:
-        copies.append((scale_gmem.at[rows], scale_smem))
-    for src, dst in copies:
-        plgpu.copy_gmem_to_smem(src, dst, barrier)
-    plgpu.barrier_wait(barrier)
-
-    a, b = _load_halves(y_smem, bias_smem)
-    weights = _load_broadcast(weights_smem, a.shape, 0) if has_weights else None
-    _store(out_smem, _math.forward(a, b, weights, opts).astype(out_smem.dtype))
-    if scaled:
-        scale = _load_broadcast(scale_smem, a.shape, 0)
-        for half in (0, 1):
-            _store(fp8_smem.at[half], _math.to_scaled_fp8(_load_tile(y_smem.at[half]), scale))
-    elif save_fp8:
-        for half in (0, 1):
-            # Through float32: Hopper converts only 32-bit floats to float8 directly.
-            fp8_smem[half] = _math.to_fp8(y_smem[half].astype(jnp.float32))
-    plgpu.commit_smem()
-    plgpu.copy_smem_to_gmem(out_smem, out_gmem.at[rows, cols])
-    if save_fp8:
-        for half in (0, 1):
-            plgpu.copy_smem_to_gmem(fp8_smem.at[half], fp8_gmem.at[rows, half, cols])
-    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
-
-
 def _in_bounds_mask(shape, rows_total, cols_total, blocks):
     """True where the tile's element lies inside the ``rows_total x cols_total`` array."""
     block_rows, block_hidden = blocks
@@ -303,7 +262,7 @@ def _backward_kernel(
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
 
-# The streamed kernels (the forward and the backward without weights or a scaled copy):
+# The streamed kernels (the forward, the backward without token weights):
 # each instance owns a strip of ``block_hidden`` columns (TMA boxes of up to MAX_TMA_BOX)
 # and ``row_steps`` blocks of ``block_rows`` rows, and keeps ``num_stages`` blocks in
 # flight: TMA loads into a ring of shared-memory slots (one barrier a slot) and TMA
@@ -344,20 +303,25 @@ def _check_stream_config(config: BlockConfig) -> None:
         )
 
 
-def _streamed_kernel(*refs, row, ins: int, outs: int, has_bias, sums: int, config, row_blocks):
+def _streamed_kernel(
+    *refs, row, ins: int, per_row: int, outs: int, has_bias, sums: int, config, row_blocks
+):
     """Refs: the ``ins`` inputs (rows first, hidden last: ``g (N, H)``, ``y (N, 2, H)``),
-    ``bias (2, H)`` (when ``has_bias``), the ``outs`` outputs, ``partials (row groups,
-    sums, H')`` (when ``sums``), then the scratch. Instance ``(group, j)`` computes row
-    blocks ``group * row_steps + [0, row_steps)`` of the strip ``j``; ``row(load, inputs,
+    the ``per_row`` float32 ``(N,)`` inputs (token weights, fp8 scales), ``bias (2, H)``
+    (when ``has_bias``), the ``outs`` outputs, ``partials (row groups, sums, H')`` (when
+    ``sums``), then the scratch. Instance ``(group, j)`` computes row blocks ``group *
+    row_steps + [0, row_steps)`` of the strip ``j``; ``row(load, inputs, scalars,
     outputs, bias)`` one row of one box: it loads its ``inputs`` (shared-memory rows) with
-    ``load``, stores its ``outputs``, and returns its ``sums`` terms."""
+    ``load``, stores its ``outputs``, and returns its ``sums`` terms; ``scalars`` are the
+    row's per-row values."""
     refs = list(refs)
     in_gmem = [refs.pop(0) for _ in range(ins)]
+    row_gmem = [refs.pop(0) for _ in range(per_row)]
     bias_gmem = refs.pop(0) if has_bias else None
     out_gmem = [refs.pop(0) for _ in range(outs)]
     partials_gmem = refs.pop(0) if sums else None
     bias_smem, partial_smem, *rings, bias_loaded, loaded = refs
-    in_rings, out_rings = rings[:ins], rings[ins:]
+    in_rings, row_rings, out_rings = rings[:ins], rings[ins : ins + per_row], rings[ins + per_row :]
     br, bh, steps, stages = (
         config.block_rows, config.block_hidden, config.row_steps, config.num_stages,
     )  # fmt: skip
@@ -385,10 +349,15 @@ def _streamed_kernel(*refs, row, ins: int, outs: int, has_bias, sums: int, confi
         return plgpu.load(ref, layout=layout).astype(jnp.float32)
 
     biases = [None] * len(boxes)
+    window = row_rings[0].shape[0] if per_row else 0
+    for gmem, ring in zip(row_gmem, row_rings, strict=True):  # the group's rows, once
+        plgpu.copy_gmem_to_smem(gmem.at[pl.ds(first * br, window)], ring, bias_loaded)
     if has_bias:
         for q, cols in enumerate(boxes):
             plgpu.copy_gmem_to_smem(bias_gmem.at[:, cols], bias_smem.at[q], bias_loaded)
+    if has_bias or per_row:
         plgpu.barrier_wait(bias_loaded)
+    if has_bias:
         biases = [(load(bias_smem.at[q, 0]), load(bias_smem.at[q, 1])) for q in range(len(boxes))]
 
     def step(k, totals):
@@ -399,8 +368,9 @@ def _streamed_kernel(*refs, row, ins: int, outs: int, has_bias, sums: int, confi
         for q in range(len(boxes)):
             for r in range(br):  # rows beyond N read as zeros: g = 0 adds nothing
                 inputs = [ring.at[slot, q, r] for ring in in_rings]
+                scalars = [ring[k * br + r] for ring in row_rings]
                 outputs = [ring.at[slot, q, r] for ring in out_rings]
-                terms = row(load, inputs, outputs, biases[q])
+                terms = row(load, inputs, scalars, outputs, biases[q])
                 totals[q] = tuple(t + x for t, x in zip(totals[q], terms, strict=True))
         plgpu.commit_smem()  # a warpgroup barrier: every thread is done with the inputs too
         for q, cols in enumerate(boxes):
@@ -423,7 +393,7 @@ def _streamed_kernel(*refs, row, ins: int, outs: int, has_bias, sums: int, confi
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
 
-def _stream(row, inputs, bias, out_type, *, sums: int, config, name, interpret, flops):
+def _stream(row, inputs, bias, out_type, *, sums: int, config, name, interpret, flops, per_row=()):
     """Launches ``_streamed_kernel`` over ``inputs`` (rows first, hidden last, the hidden
     size padded to ``HIDDEN_ALIGN`` here) with ``out_type`` (``(rows, ..., H)`` shapes and
     dtypes); returns the outputs, then the ``sums`` partial sums' totals ``(sums, H)``
@@ -440,6 +410,15 @@ def _stream(row, inputs, bias, out_type, *, sums: int, config, name, interpret, 
         return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)]) if pad else x
 
     inputs, bias = [padded(x) for x in inputs], None if bias is None else padded(bias)
+    per_row = [x.reshape(rows).astype(jnp.float32) for x in per_row]
+    # The per-row values of a row group come in one copy of whole 128 bytes (Pallas
+    # copies with a barrier move a multiple of the warpgroup's 128 threads' bytes).
+    window = -(-config.row_steps * br // ROW_WINDOW) * ROW_WINDOW
+    if per_row and window > MAX_TMA_BOX:
+        raise ValueError(
+            f"the streamed kernels with weights or scales need row_steps * block_rows of "
+            f"at most {MAX_TMA_BOX} (one TMA box), got {config}"
+        )
     arrays = [*inputs, *out_type]
     ring = stages * bh * br * sum(math.prod(x.shape[1:-1]) * x.dtype.itemsize for x in arrays)
     if ring > SMEM_BYTES:
@@ -456,15 +435,18 @@ def _stream(row, inputs, bias, out_type, *, sums: int, config, name, interpret, 
     scratch = [
         _smem((boxes, 2, box), bias.dtype if bias is not None else jnp.float32, bias is not None),
         _smem((boxes, sums, box), jnp.float32, bool(sums)),
-        *(plgpu.SMEM((stages, boxes, br, *x.shape[1:-1], box), x.dtype) for x in arrays),
-        plgpu.Barrier(num_arrivals=boxes),
+        *(plgpu.SMEM((stages, boxes, br, *x.shape[1:-1], box), x.dtype) for x in inputs),
+        *(plgpu.SMEM((window,), jnp.float32) for _ in per_row),
+        *(plgpu.SMEM((stages, boxes, br, *x.shape[1:-1], box), x.dtype) for x in out_type),
+        plgpu.Barrier(num_arrivals=max(1, boxes * (bias is not None) + len(per_row))),
         plgpu.Barrier(num_arrivals=len(inputs) * boxes, num_barriers=stages),
     ]
     body = functools.partial(
-        _streamed_kernel, row=row, ins=len(inputs), outs=len(out_type), has_bias=bias is not None,
+        _streamed_kernel, row=row, ins=len(inputs), per_row=len(per_row), outs=len(out_type),
+        has_bias=bias is not None,
         sums=sums, config=config, row_blocks=row_blocks,
     )  # fmt: skip
-    operands = [*inputs, *([] if bias is None else [bias])]
+    operands = [*inputs, *per_row, *([] if bias is None else [bias])]
     results = list(
         _launch(
             body,
@@ -485,20 +467,24 @@ def _stream(row, inputs, bias, out_type, *, sums: int, config, name, interpret, 
     ]
 
 
-def _streamed_forward(y, bias, opts: Options, *, save_fp8: bool, config, interpret):
-    """``(out (N, H), y_fp8 (N, 2, H) or None)`` by the streamed kernel."""
+def _streamed_forward(y, bias, weights, opts: Options, *, save_fp8, y_scale, config, interpret):
+    """``(out (N, H), y_fp8 (N, 2, H) or None)`` by the streamed kernel; the scaled store
+    (``save_fp8 == "scaled"``) divides each row by its ``y_scale``."""
     rows, _, hidden = y.shape
     config = config or stream_config(rows, hidden, y.dtype, bias=False)
+    scaled = save_fp8 == "scaled"
 
-    def row(load, inputs, outputs, bias):
-        (y_row,), (out_row, *fp8_row) = inputs, outputs
+    def row(load, inputs, scalars, outputs, bias):
+        (y_row,), (out_row, *fp8_row), scalars = inputs, outputs, list(scalars)
+        w = scalars.pop(0) if weights is not None else None
         a, b = load(y_row.at[0]), load(y_row.at[1])
         if save_fp8:  # of y itself, before the bias
             for half, x in enumerate((a, b)):
-                _store(fp8_row[0].at[half], _math.to_fp8(x))
+                q = _math.to_scaled_fp8(x, scalars[0]) if scaled else _math.to_fp8(x)
+                _store(fp8_row[0].at[half], q)
         if bias is not None:
             a, b = a + bias[0], b + bias[1]
-        _store(out_row, _math.forward(a, b, None, opts).astype(out_row.dtype))
+        _store(out_row, _math.forward(a, b, w, opts).astype(out_row.dtype))
         return ()
 
     out_type = [jax.ShapeDtypeStruct((rows, hidden), y.dtype)]
@@ -506,20 +492,23 @@ def _streamed_forward(y, bias, opts: Options, *, save_fp8: bool, config, interpr
         out_type.append(jax.ShapeDtypeStruct(y.shape, FP8_DTYPE))
     results = _stream(
         row, [y], bias, out_type, sums=0, config=config, interpret=interpret, flops=10,
+        per_row=[x for x in (weights, y_scale if scaled else None) if x is not None],
         name="swiglu_forward_streamed_mosaic_gpu",
     )  # fmt: skip
     return results[0], results[1] if save_fp8 else None
 
 
-def _streamed_backward(g, y, bias, opts: Options, *, dy_dtype, config, interpret):
+def _streamed_backward(g, y, bias, opts: Options, *, dy_dtype, y_scale, config, interpret):
     """``(dy (N, 2, H), dbias (2, H) float32 or None)`` by the streamed kernel; ``y`` in
-    ``g``'s dtype or the unscaled fp8 copy."""
+    ``g``'s dtype or the fp8 copy, scaled by ``y_scale`` where given."""
     rows, _, hidden = y.shape
     config = config or stream_config(rows, hidden, dy_dtype, bias=bias is not None)
 
-    def row(load, inputs, outputs, bias):
+    def row(load, inputs, scalars, outputs, bias):
         (g_row, y_row), (dy_row,) = inputs, outputs
         a, b = load(y_row.at[0]), load(y_row.at[1])
+        if y_scale is not None:
+            a, b = (_math.from_scaled_fp8(x, scalars[0]) for x in (a, b))
         if bias is not None:
             a, b = a + bias[0], b + bias[1]
         da, db, _ = _math.backward(load(g_row), a, b, None, opts)
@@ -530,6 +519,7 @@ def _streamed_backward(g, y, bias, opts: Options, *, dy_dtype, config, interpret
     results = _stream(
         row, [g, y], bias, [jax.ShapeDtypeStruct(y.shape, dy_dtype)],
         sums=0 if bias is None else 2, config=config, interpret=interpret, flops=20,
+        per_row=[] if y_scale is None else [y_scale],
         name="swiglu_backward_streamed_mosaic_gpu",
     )  # fmt: skip
     return results[0], results[1] if bias is not None else None
@@ -607,10 +597,9 @@ def forward(
     unless given (module doc).
 
     ``interpret``: ``True`` or a ``plgpu.InterpretGPUParams`` (race detection, say) runs
-    Pallas' GPU interpreter instead of the compiled kernel. Without ``weights`` or the
-    scaled store the streamed kernel runs (``config``: its strip, ``stream_config`` by
-    default), else the tile kernel (``config``: its tile, ``default_config``). Raises
-    ``NotImplementedError`` for float64 (or other unsupported) ``y``.
+    Pallas' GPU interpreter instead of the compiled kernel. ``config``: the streamed
+    kernel's strip (``stream_config`` by default). Raises ``NotImplementedError`` for
+    float64 (or other unsupported) ``y``.
     """
     _check_dtypes(y.dtype)
     rows, _, hidden = y.shape
@@ -619,60 +608,15 @@ def forward(
         out = jnp.zeros((0, hidden), y.dtype)
         y_fp8 = jnp.zeros(y.shape, FP8_DTYPE) if save_fp8 else None
         return out, y_fp8, (jnp.zeros((0, 1), jnp.float32) if scaled else None)
-    if weights is None and not scaled:
-        if bias is not None and jnp.dtype(bias.dtype) not in SUPPORTED_DTYPES:
-            bias = bias.astype(jnp.float32)
-        out, y_fp8 = _streamed_forward(
-            y, bias, opts, save_fp8=bool(save_fp8), config=config, interpret=interpret
-        )
-        return out, y_fp8, None
     if scaled and y_scale is None:
         y_scale = _math.scale_from_amax(_math.row_amax(y))
-    dtype = y.dtype
-    y, bias, weights, blocks, grid, pad = _prepare(y, bias, weights, config)
-    padded = y.shape[-1]
-    block_rows, block_hidden = blocks
-    has_bias, has_weights = bias is not None, weights is not None
-
-    out_type = [jax.ShapeDtypeStruct((rows, padded), dtype)]
-    if save_fp8:
-        out_type.append(jax.ShapeDtypeStruct((rows, 2, padded), FP8_DTYPE))
-    tile = (block_rows, block_hidden)
-    scratch = [
-        _smem((2, *tile), dtype),
-        _smem((2, block_hidden), jnp.float32, has_bias),
-        _smem((block_rows,), jnp.float32, has_weights),
-        _smem((block_rows,), jnp.float32, scaled),
-        _smem(tile, dtype),
-        _smem((2, *tile), FP8_DTYPE, bool(save_fp8)),
-        plgpu.Barrier(num_arrivals=2 + has_bias + has_weights + scaled),
-    ]
-    body = functools.partial(
-        _forward_kernel,
-        opts=opts,
-        has_bias=has_bias,
-        has_weights=has_weights,
-        save_fp8=save_fp8,
-        blocks=blocks,
-    )
-    scale = None if y_scale is None else y_scale.reshape(rows)
-    operands = [x for x in (y, bias, weights, scale) if x is not None]
-    cost = _cost(operands, out_type, flops_per_element=10)
-    results = _launch(
-        body,
-        *operands,
-        out_type=out_type,
-        scratch=scratch,
-        grid=grid,
-        name="swiglu_forward_mosaic_gpu",
-        cost=cost,
+    if bias is not None and jnp.dtype(bias.dtype) not in SUPPORTED_DTYPES:
+        bias = bias.astype(jnp.float32)
+    out, y_fp8 = _streamed_forward(
+        y, bias, weights, opts, save_fp8=save_fp8, y_scale=y_scale, config=config,
         interpret=interpret,
-    )
-    out = results[0][:, :hidden] if pad else results[0]
-    y_fp8 = None
-    if save_fp8:
-        y_fp8 = results[1][:, :, :hidden] if pad else results[1]
-    return out, y_fp8, y_scale
+    )  # fmt: skip
+    return out, y_fp8, y_scale if scaled else None
 
 
 def backward(
@@ -681,9 +625,9 @@ def backward(
     """Returns ``(dy (N, 2, H) in dy_dtype, dbias (2, H) or None, dweights (N, 1) or None)``.
 
     ``y`` may be the ``float8_e4m3fn`` copy saved by the forward, scaled by the ``(N,
-    1)`` float32 ``y_scale`` where given. Without ``weights`` or ``y_scale`` the streamed
-    kernel runs (``config``: its strip, ``stream_config`` by default), else the tile
-    kernel (``config``: its tile, ``default_config``). Raises ``NotImplementedError`` for
+    1)`` float32 ``y_scale`` where given. Without ``weights`` the streamed kernel runs
+    (``config``: its strip, ``stream_config`` by default), with them the tiled one
+    (``config``: its tile, ``default_config``). Raises ``NotImplementedError`` for
     float64 (or other unsupported) inputs.
     """
     dy_dtype = jnp.dtype(dy_dtype)
@@ -696,12 +640,13 @@ def backward(
         dbias = None if bias is None else jnp.zeros(bias.shape, bias.dtype)
         dweights = None if weights is None else jnp.zeros(weights.shape, weights.dtype)
         return dy, dbias, dweights
-    if weights is None and y_scale is None:
+    if weights is None:
         if bias is not None and jnp.dtype(bias.dtype) not in SUPPORTED_DTYPES:
             bias = bias.astype(jnp.float32)  # dbias still in the caller's dtype
         dy, dbias = _streamed_backward(
-            g, y, bias, opts, dy_dtype=dy_dtype, config=config, interpret=interpret
-        )
+            g, y, bias, opts, dy_dtype=dy_dtype, y_scale=y_scale, config=config,
+            interpret=interpret,
+        )  # fmt: skip
         return dy, None if dbias is None else dbias.astype(dbias_dtype), None
     if config is None:
         config = default_config(rows, hidden, dy_dtype)
