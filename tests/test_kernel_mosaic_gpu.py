@@ -164,9 +164,16 @@ def test_streamed_strips(rng, variant, dtype, stream):
     check_kernels(rng, variant, 130, 600, dtype, OPTIONS["clamp"], stream=stream)
 
 
-@pytest.mark.parametrize(
-    "stream", [*STRIPS, BlockConfig(8, 256, num_stages=2, row_steps=9)], ids=str
-)
+# Strips with per-row values: blocks of a multiple of 4 rows; groups of 4 to 72 rows.
+PER_ROW_STRIPS = [
+    BlockConfig(4, 128, num_stages=2, row_steps=3),
+    BlockConfig(8, 512, num_stages=2, row_steps=2),
+    BlockConfig(4, 256, num_stages=1, row_steps=1),
+    BlockConfig(8, 256, num_stages=3, row_steps=9),
+]
+
+
+@pytest.mark.parametrize("stream", PER_ROW_STRIPS, ids=str)
 def test_streamed_per_row_values(rng, stream):
     """Token weights and the scaled store's row scales, copied once an instance in
     windows of 32 rows (72 rows a group in the last strip: three windows)."""
@@ -178,10 +185,13 @@ def test_streamed_per_row_values(rng, stream):
     check_inputs((y, bias, None, g), jnp.bfloat16, options, save_fp8="scaled", stream=stream)
 
 
-def test_per_row_windows_beyond_a_box_are_refused():
+@pytest.mark.parametrize(
+    "stream", [BlockConfig(8, 256, row_steps=40), BlockConfig(2, 256), BlockConfig(6, 256)], ids=str
+)
+def test_per_row_strips_are_refused(stream):
+    """With per-row values: groups beyond one TMA box (320 rows), blocks of 2 or 6 rows."""
     y = jnp.zeros((4, 2, 8), jnp.float32)
-    stream = BlockConfig(8, 256, row_steps=40)  # 320 rows a group
-    with pytest.raises(ValueError, match="row_steps \\* block_rows of at most 256"):
+    with pytest.raises(ValueError, match="block_rows a multiple of 4 and row_steps"):
         mosaic_gpu.forward(y, None, y[:, 0, :1], Options(), save_fp8=False, config=stream)
 
 
@@ -304,8 +314,8 @@ def test_scaled_fp8_store_dtypes_ragged(rng, dtype):
     save_fp8=st.sampled_from([False, True, "scaled"]),
     stream=st.builds(
         BlockConfig,
-        block_rows=st.integers(2, 5),  # float32's rings fit in shared memory
-        block_hidden=st.sampled_from([128, 256, 512]),
+        block_rows=st.sampled_from([4, 8]),  # per-row values need multiples of 4
+        block_hidden=st.sampled_from([128, 256]),  # float32's rings fit in shared memory
         num_stages=st.integers(1, 3),
         row_steps=st.integers(1, 4),
     ),

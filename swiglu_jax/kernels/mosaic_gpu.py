@@ -63,8 +63,10 @@ WARPGROUP_THREADS = 128
 HIDDEN_ALIGN = 16
 # Largest extent of one TMA box dimension.
 MAX_TMA_BOX = 256
-# Rows of per-row float32 values a streamed instance copies at least (128 bytes).
+# Rows of per-row float32 values a streamed instance copies at least (128 bytes), and
+# what its blocks' rows must be a multiple of (see _stream).
 ROW_WINDOW = 32
+PER_ROW_BLOCK_ROWS = 4
 # Shared memory one instance may use on Hopper (227 KB).
 SMEM_BYTES = 232_448
 
@@ -414,10 +416,13 @@ def _stream(row, inputs, bias, out_type, *, sums: int, config, name, interpret, 
     # The per-row values of a row group come in one copy of whole 128 bytes (Pallas
     # copies with a barrier move a multiple of the warpgroup's 128 threads' bytes).
     window = -(-config.row_steps * br // ROW_WINDOW) * ROW_WINDOW
-    if per_row and window > MAX_TMA_BOX:
+    if per_row and (window > MAX_TMA_BOX or br % PER_ROW_BLOCK_ROWS):
+        # Blocks of 2 or 3 rows compiled to an illegal instruction on an H100 (session
+        # 13; 4 and 8 were right, the interpreter right for all).
         raise ValueError(
-            f"the streamed kernels with weights or scales need row_steps * block_rows of "
-            f"at most {MAX_TMA_BOX} (one TMA box), got {config}"
+            f"the streamed kernels with weights or scales need block_rows a multiple of "
+            f"{PER_ROW_BLOCK_ROWS} and row_steps * block_rows of at most {MAX_TMA_BOX} (one "
+            f"TMA box), got {config}"
         )
     arrays = [*inputs, *out_type]
     ring = stages * bh * br * sum(math.prod(x.shape[1:-1]) * x.dtype.itemsize for x in arrays)
