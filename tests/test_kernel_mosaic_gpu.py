@@ -145,7 +145,7 @@ def test_dtypes_and_ragged_shapes(rng, rows, hidden, dtype, variant):
     check_kernels(rng, variant, rows, hidden, dtype, OPTIONS["gpt_oss"])
 
 
-# Strips for the streamed kernels: one box of 128 or 256 columns, two of 256; 1 to 8
+# Strips for the streamed kernels: one box of 128 or 256 columns, two of 256; 2 to 8
 # rows a step; 1 to 3 steps in flight; row groups of 1 to 5 steps.
 STRIPS = [
     BlockConfig(2, 128, num_stages=2, row_steps=3),
