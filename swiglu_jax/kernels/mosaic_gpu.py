@@ -322,7 +322,7 @@ def _streamed_kernel(
     bias_gmem = refs.pop(0) if has_bias else None
     out_gmem = [refs.pop(0) for _ in range(outs)]
     partials_gmem = refs.pop(0) if sums else None
-    bias_smem, partial_smem, *rings, bias_loaded, loaded = refs
+    bias_smem, partial_smem, *rings, loaded_once, loaded = refs
     in_rings, row_rings, out_rings = rings[:ins], rings[ins : ins + per_row], rings[ins + per_row :]
     br, bh, steps, stages = (
         config.block_rows, config.block_hidden, config.row_steps, config.num_stages,
@@ -353,12 +353,12 @@ def _streamed_kernel(
     biases = [None] * len(boxes)
     window = row_rings[0].shape[0] if per_row else 0
     for gmem, ring in zip(row_gmem, row_rings, strict=True):  # the group's rows, once
-        plgpu.copy_gmem_to_smem(gmem.at[pl.ds(first * br, window)], ring, bias_loaded)
+        plgpu.copy_gmem_to_smem(gmem.at[pl.ds(first * br, window)], ring, loaded_once)
     if has_bias:
         for q, cols in enumerate(boxes):
-            plgpu.copy_gmem_to_smem(bias_gmem.at[:, cols], bias_smem.at[q], bias_loaded)
+            plgpu.copy_gmem_to_smem(bias_gmem.at[:, cols], bias_smem.at[q], loaded_once)
     if has_bias or per_row:
-        plgpu.barrier_wait(bias_loaded)
+        plgpu.barrier_wait(loaded_once)
     if has_bias:
         biases = [(load(bias_smem.at[q, 0]), load(bias_smem.at[q, 1])) for q in range(len(boxes))]
 
@@ -425,10 +425,10 @@ def _stream(row, inputs, bias, out_type, *, sums: int, config, name, interpret, 
             f"TMA box), got {config}"
         )
     arrays = [*inputs, *out_type]
-    ring = stages * bh * br * sum(math.prod(x.shape[1:-1]) * x.dtype.itemsize for x in arrays)
-    if ring > SMEM_BYTES:
+    rings = stages * bh * br * sum(math.prod(x.shape[1:-1]) * x.dtype.itemsize for x in arrays)
+    if rings > SMEM_BYTES:
         raise ValueError(
-            f"the streamed kernels' strip {config} needs {ring} bytes of shared memory for "
+            f"the streamed kernels' strip {config} needs {rings} bytes of shared memory for "
             f"its rings, more than the {SMEM_BYTES} an SM has: fewer stages, rows or columns"
         )
     row_blocks = pl.cdiv(rows, br)
@@ -448,8 +448,7 @@ def _stream(row, inputs, bias, out_type, *, sums: int, config, name, interpret, 
     ]
     body = functools.partial(
         _streamed_kernel, row=row, ins=len(inputs), per_row=len(per_row), outs=len(out_type),
-        has_bias=bias is not None,
-        sums=sums, config=config, row_blocks=row_blocks,
+        has_bias=bias is not None, sums=sums, config=config, row_blocks=row_blocks,
     )  # fmt: skip
     operands = [*inputs, *per_row, *([] if bias is None else [bias])]
     results = list(
@@ -467,9 +466,8 @@ def _stream(row, inputs, bias, out_type, *, sums: int, config, name, interpret, 
     )
     if sums:
         results[-1] = jnp.sum(results[-1], axis=0)[:, :hidden]
-    return [x[..., :hidden] if pad else x for x in results[: len(out_type)]] + results[
-        len(out_type) :
-    ]
+    outs = [x[..., :hidden] if pad else x for x in results[: len(out_type)]]
+    return outs + results[len(out_type) :]
 
 
 def _streamed_forward(y, bias, weights, opts: Options, *, save_fp8, y_scale, config, interpret):
