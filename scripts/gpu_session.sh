@@ -3,7 +3,8 @@
 #
 #   bash scripts/gpu_session.sh [STAGE ...]      (default: tests memory bridge bench)
 #
-# Stages: tests (every GPU test file, without -x, logs and JUnit XML), memory
+# Stages: tests (every GPU test file, without -x, logs and JUnit XML), mosaic (the Mosaic
+# GPU kernels' own tests, compiled: a call of its own beside tests), memory
 # (benchmarks/memory.py), bridge (benchmarks/bridge_overhead.py), bench (the full
 # benchmark, bf16 and fp32; BENCH_OPS=fwd,bwd,... for some of its ops: all eight take
 # about 6 minutes on an H100), tiles (benchmarks/experiments/triton_tiles.py), gaps
@@ -47,11 +48,8 @@ run_stage() {  # name, command...: runs it, logs to $OUT/NAME.log, notes the out
 for stage in "${stages[@]}"; do
   case "$stage" in
     tests)
-      # test_torch_bridge_direct.py compiles with the machine's own triton;
-      # test_kernel_mosaic_gpu.py runs the Mosaic GPU kernels compiled on a GPU (session 13:
-      # it had never run there, and one of its tiles did not fit in shared memory).
-      gpu_tests=(tests/test_gpu.py tests/test_gpu_torch_bridge.py tests/test_torch_bridge_direct.py
-        tests/test_kernel_mosaic_gpu.py)
+      # test_torch_bridge_direct.py compiles with the machine's own triton.
+      gpu_tests=(tests/test_gpu.py tests/test_gpu_torch_bridge.py tests/test_torch_bridge_direct.py)
       for extra in tests/test_gpu_*.py; do
         [[ " ${gpu_tests[*]} " == *" $extra "* ]] || gpu_tests+=("$extra")
       done
@@ -60,6 +58,10 @@ for stage in "${stages[@]}"; do
         -m host_time --junitxml="$OUT/gpu-tests-host-time.xml"
       run_stage tests python3 -m pytest "${gpu_tests[@]}" -q -p no:cacheprovider -rfE \
         -m "not host_time" --junitxml="$OUT/gpu-tests.xml" ;;
+    mosaic)  # the Mosaic GPU kernels' own tests, compiled (about 2.5 minutes; session 13:
+      # they had never run on a GPU, and one of their tiles did not fit in shared memory)
+      run_stage mosaic python3 -m pytest tests/test_kernel_mosaic_gpu.py -q -p no:cacheprovider \
+        -rfE --junitxml="$OUT/gpu-tests-mosaic.xml" ;;
     memory) run_stage memory python3 benchmarks/memory.py --layers 4 --out "$OUT" ;;
     bridge) run_stage bridge python3 benchmarks/bridge_overhead.py --out "$OUT" ;;
     bench)
