@@ -96,6 +96,7 @@ for stage in "${stages[@]}"; do
   [ -f "$log" ] || continue
   case "$stage" in
     tests) grep -hE "^(FAILED|ERROR)" "$OUT/hosttime.log" "$log" | head -20 ;;
+    mosaic) grep -hE "^(FAILED|ERROR)" "$log" | head -20 ;;
     bench | memory | bridge | tiles) tail -n 40 "$log" ;;
     ab) cat "$log" ;;
     gaps) grep -vE "^\s*$" "$log" | tail -n 60 ;;
