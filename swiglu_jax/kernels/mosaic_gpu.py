@@ -411,6 +411,8 @@ def _stream(row, inputs, bias, out_type, *, sums: int, config, name, interpret, 
     def padded(x):
         return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)]) if pad else x
 
+    if bias is not None and jnp.dtype(bias.dtype) not in SUPPORTED_DTYPES:
+        bias = bias.astype(jnp.float32)  # float64, say; the caller casts dbias back
     inputs, bias = [padded(x) for x in inputs], None if bias is None else padded(bias)
     per_row = [x.reshape(rows).astype(jnp.float32) for x in per_row]
     # The per-row values of a row group come in one copy of whole 128 bytes (Pallas
@@ -613,8 +615,6 @@ def forward(
         return out, y_fp8, (jnp.zeros((0, 1), jnp.float32) if scaled else None)
     if scaled and y_scale is None:
         y_scale = _math.scale_from_amax(_math.row_amax(y))
-    if bias is not None and jnp.dtype(bias.dtype) not in SUPPORTED_DTYPES:
-        bias = bias.astype(jnp.float32)
     out, y_fp8 = _streamed_forward(
         y, bias, weights, opts, save_fp8=save_fp8, y_scale=y_scale, config=config,
         interpret=interpret,
@@ -644,8 +644,6 @@ def backward(
         dweights = None if weights is None else jnp.zeros(weights.shape, weights.dtype)
         return dy, dbias, dweights
     if weights is None:
-        if bias is not None and jnp.dtype(bias.dtype) not in SUPPORTED_DTYPES:
-            bias = bias.astype(jnp.float32)  # dbias still in the caller's dtype
         dy, dbias = _streamed_backward(
             g, y, bias, opts, dy_dtype=dy_dtype, y_scale=y_scale, config=config,
             interpret=interpret,
