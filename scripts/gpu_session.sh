@@ -10,11 +10,12 @@
 # about 6 minutes on an H100), tiles (benchmarks/experiments/triton_tiles.py), gaps
 # (benchmarks/experiments/gaps.py, the parts in GAPS_PARTS: default the plain kernels'
 # tiles beside the peers), ab (the benchmark of each copy of the code in ab/, made by
-# scripts/ab_prepare.sh, AB_ROUNDS times alternating, ours and the bridge only, BENCH_OPS
-# and AB_SIZES to narrow it; benchmarks/ab_compare.py's table last), two (the two-GPU
-# tests; needs a two-GPU machine). A stage that fails does not stop the next. Wheels the
-# machine lacks (pytest, hypothesis, liger...) are carried in .whl/ (ignored by git: name
-# it in the device tool's carry, and ab/ for the ab stage) and installed under /tmp/site.
+# scripts/ab_prepare.sh, AB_ROUNDS times alternating, ours and the bridge only or the
+# AB_IMPLS, BENCH_OPS and AB_SIZES to narrow it; benchmarks/ab_compare.py's table last),
+# two (the two-GPU tests; needs a two-GPU machine). A stage that fails does not stop the
+# next. Wheels the machine lacks (pytest, hypothesis, liger...) are carried in .whl/
+# (ignored by git: name it in the device tool's carry, and ab/ for the ab stage) and
+# installed under /tmp/site.
 # STAGE_TIMEOUT=SECONDS stops a stage that runs longer (rc 124), so the summary still prints.
 # Results go to $OUT; the last lines printed are a short summary of every stage.
 set -uo pipefail
@@ -73,7 +74,7 @@ for stage in "${stages[@]}"; do
           name="$(basename "$copy")"
           cd "$copy"  # python -m imports the copy: the current directory comes first
           run_stage "ab-$round-$name" python3 -m swiglu_jax.bench --sizes "${AB_SIZES:-full}" \
-            --dtypes bfloat16,float32 --impls swiglu_jax:triton,torch_bridge \
+            --dtypes bfloat16,float32 --impls "${AB_IMPLS:-swiglu_jax:triton,torch_bridge}" \
             --out "$OUT/ab-$round-$name" ${BENCH_OPS:+--ops "$BENCH_OPS"}
           cd "$root"
         done

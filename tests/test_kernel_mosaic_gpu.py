@@ -37,8 +37,8 @@ OPTIONS = {
     "clamp": {"clamp_value": 1.5},
     "gpt_oss": {"clamp_value": 7.0, "alpha": 1.702, "linear_offset": 1.0},
 }
-# Tiles of 64 rows x 16 columns: several blocks in both dimensions on small shapes.
-SMALL_BLOCKS = BlockConfig(block_rows=64, block_hidden=16)
+# Strips of 128 columns, groups of 3 blocks of 4 rows: several of each on small shapes.
+SMALL_STRIPS = BlockConfig(4, 128, num_stages=2, row_steps=3)
 
 
 def interpret_params() -> plgpu.InterpretGPUParams | bool:
@@ -92,19 +92,16 @@ def check(actual, expected, dtype, name):
     assert error <= testing.tolerance(dtype), (name, error)
 
 
-def check_kernels(
-    rng, variant, rows, hidden, dtype, options, config=None, save_fp8=False, stream=None
-):
+def check_kernels(rng, variant, rows, hidden, dtype, options, save_fp8=False, stream=None):
     """Forward (and its fp8 copy: ``save_fp8`` False, True or "scaled") and backward on
     random inputs against ``swiglu_jax.testing``."""
     inputs = make_inputs(rng, variant, rows, hidden, dtype)
-    check_inputs(inputs, dtype, options, config=config, save_fp8=save_fp8, stream=stream)
+    check_inputs(inputs, dtype, options, save_fp8=save_fp8, stream=stream)
 
 
-def check_inputs(inputs, dtype, options, config=None, save_fp8=False, stream=None):
+def check_inputs(inputs, dtype, options, save_fp8=False, stream=None):
     """Forward (and its fp8 copy) and backward of ``(y, bias, weights, g)``; ``stream``
-    the streamed kernels' strip (the forward, the backward without weights), ``config``
-    the weighted backward's tile (``None``: each its default)."""
+    the strip of both (``None``: each its default)."""
     y, bias, weights, g = inputs
     opts = Options(**options)
     out, y_fp8, y_scale = run_kernel(
@@ -124,7 +121,7 @@ def check_inputs(inputs, dtype, options, config=None, save_fp8=False, stream=Non
         opts,
         dy_dtype=dtype,
         y_scale=y_scale,
-        config=stream if weights is None else config,
+        config=stream,
     )
     check_kernel_gradients(
         dy, dbias, dweights, g, y, bias, weights, dtype,
@@ -138,25 +135,25 @@ def test_variants_and_options(rng, variant, options):
     check_kernels(rng, variant, 37, 40, jnp.float32, options)
 
 
-@pytest.mark.parametrize("variant", ["bias", "weighted_bias"])  # streamed, tiles
+@pytest.mark.parametrize("variant", ["bias", "weighted_bias"])  # without, with row sums
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
 @pytest.mark.parametrize("rows, hidden", [(1, 1), (7, 3), (37, 129), (130, 200)])
 def test_dtypes_and_ragged_shapes(rng, rows, hidden, dtype, variant):
     check_kernels(rng, variant, rows, hidden, dtype, OPTIONS["gpt_oss"])
 
 
-# Strips for the streamed kernels: one box of 128 or 256 columns, two of 256; 2 to 8
-# rows a step; 1 to 3 steps in flight; row groups of 1 to 5 steps.
+# Strips: one box of 128 or 256 columns, two of 256; 4 to 12 rows a step (one to three
+# rows a warp); 1 to 3 steps in flight; row groups of 1 to 5 steps.
 STRIPS = [
-    BlockConfig(2, 128, num_stages=2, row_steps=3),
-    BlockConfig(2, 256, num_stages=1, row_steps=5),
+    BlockConfig(4, 128, num_stages=2, row_steps=3),
+    BlockConfig(4, 256, num_stages=1, row_steps=5),
     BlockConfig(8, 512, num_stages=2, row_steps=2),
-    BlockConfig(3, 128, num_stages=3, row_steps=1),
+    BlockConfig(12, 128, num_stages=3, row_steps=1),
 ]
 
 
 @pytest.mark.parametrize("stream", STRIPS, ids=str)
-@pytest.mark.parametrize("variant", ["plain", "bias"])
+@pytest.mark.parametrize("variant", ["plain", "bias", "weighted"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_streamed_strips(rng, variant, dtype, stream):
     """Several strips (the last partial) and row groups (the last short, its last block
@@ -164,7 +161,7 @@ def test_streamed_strips(rng, variant, dtype, stream):
     check_kernels(rng, variant, 130, 600, dtype, OPTIONS["clamp"], stream=stream)
 
 
-# Strips with per-row values: blocks of a multiple of 4 rows; groups of 4 to 72 rows.
+# Strips with per-row values in and out: groups of 4 to 72 rows.
 PER_ROW_STRIPS = [
     BlockConfig(4, 128, num_stages=2, row_steps=3),
     BlockConfig(8, 512, num_stages=2, row_steps=2),
@@ -176,7 +173,8 @@ PER_ROW_STRIPS = [
 @pytest.mark.parametrize("stream", PER_ROW_STRIPS, ids=str)
 def test_streamed_per_row_values(rng, stream):
     """Token weights and the scaled store's row scales, copied once an instance in
-    windows of 32 rows (72 rows a group in the last strip: three windows)."""
+    windows of 32 rows (72 rows a group in the last strip: three windows), and the
+    weights gradient's row sums, stored the same way."""
     options = OPTIONS["gpt_oss"]
     check_kernels(
         rng, "weighted_bias", 130, 600, jnp.bfloat16, options, save_fp8="scaled", stream=stream
@@ -185,14 +183,14 @@ def test_streamed_per_row_values(rng, stream):
     check_inputs((y, bias, None, g), jnp.bfloat16, options, save_fp8="scaled", stream=stream)
 
 
-@pytest.mark.parametrize(
-    "stream", [BlockConfig(8, 256, row_steps=40), BlockConfig(2, 256), BlockConfig(6, 256)], ids=str
-)
-def test_per_row_strips_are_refused(stream):
-    """With per-row values: groups beyond one TMA box (320 rows), blocks of 2 or 6 rows."""
-    y = jnp.zeros((4, 2, 8), jnp.float32)
-    with pytest.raises(ValueError, match="block_rows a multiple of 4 and row_steps"):
-        mosaic_gpu.forward(y, None, y[:, 0, :1], Options(), save_fp8=False, config=stream)
+def test_per_row_groups_beyond_one_box_are_refused():
+    """With per-row values, in or out: groups of 320 rows."""
+    y, weights = jnp.zeros((4, 2, 8), jnp.float32), jnp.ones((4, 1), jnp.float32)
+    stream = BlockConfig(8, 256, row_steps=40)
+    with pytest.raises(ValueError, match="row_steps \\* block_rows of at most 256"):
+        mosaic_gpu.forward(y, None, weights, Options(), save_fp8=False, config=stream)
+    with pytest.raises(ValueError, match="row_steps \\* block_rows of at most 256"):
+        mosaic_gpu.backward(y[:, 0], y, None, weights, Options(), dy_dtype=y.dtype, config=stream)
 
 
 @pytest.mark.parametrize("stream", STRIPS[:2], ids=str)
@@ -211,25 +209,22 @@ def test_streamed_backward_bias_in_another_dtype(rng):
     check_kernel_gradients(dy, dbias, None, g, y, bias, None, jnp.bfloat16, layout="stacked")
 
 
-@pytest.mark.parametrize(
-    "stream",
-    [BlockConfig(4, 192), BlockConfig(4, 384), BlockConfig(4, 64), BlockConfig(512, 256)],
-    ids=str,
-)
+# Columns not whole 128-column boxes or whole 256-column boxes; rows not a multiple of
+# the 4 warps (one row: a one-row block's TMA store, a contiguous slice, spilled past
+# the hidden edge into the next row on an H100, session 13), or beyond one box.
+UNSUPPORTED_STRIPS = [
+    BlockConfig(4, 192), BlockConfig(4, 384), BlockConfig(4, 64), BlockConfig(512, 256),
+    BlockConfig(1, 256), BlockConfig(2, 256), BlockConfig(6, 128),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("stream", UNSUPPORTED_STRIPS, ids=str)
 def test_unsupported_strips_are_refused(stream):
     y = jnp.zeros((4, 2, 8), jnp.float32)
-    with pytest.raises(ValueError, match="streamed kernels need block_hidden"):
+    with pytest.raises(ValueError, match="need block_rows a multiple of 4 up to 256"):
         mosaic_gpu.backward(y[:, 0], y, None, None, Options(), dy_dtype=y.dtype, config=stream)
-    with pytest.raises(ValueError, match="streamed kernels need block_hidden"):
+    with pytest.raises(ValueError, match="need block_rows a multiple of 4 up to 256"):
         mosaic_gpu.forward(y, None, None, Options(), save_fp8=False, config=stream)
-
-
-def test_one_row_blocks_are_refused():
-    """A one-row block's store would spill past the hidden edge into the next row on a
-    GPU (Mosaic GPU copies a contiguous slice as plain bytes)."""
-    y = jnp.zeros((4, 2, 8), jnp.float32)
-    with pytest.raises(ValueError, match="block_rows of at least 2"):
-        mosaic_gpu.forward(y, None, None, Options(), save_fp8=False, config=BlockConfig(1, 256))
 
 
 def test_strips_beyond_shared_memory_are_refused():
@@ -244,21 +239,27 @@ def test_strips_beyond_shared_memory_are_refused():
         mosaic_gpu.forward(y, None, None, Options(), save_fp8=True, config=stream)
 
 
-@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("sums", [(False, False), (True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("rows", [1, 5, 4096, 100_000])
-def test_stream_config(rows, bias):
-    """The measured strip for every size; steps never beyond the rows' blocks."""
-    config = mosaic_gpu.stream_config(rows, 2048, jnp.bfloat16, bias=bias)
+def test_default_config(rows, sums):
+    """The measured strip for every size; steps never beyond the rows' blocks, and with
+    the weights gradient's row sums one window of rows a group."""
+    bias, weights = sums
+    config = mosaic_gpu.default_config(rows, 2048, jnp.bfloat16, bias=bias, weights=weights)
     br, bh, stages = mosaic_gpu.STREAM_TILE
     assert (config.block_rows, config.block_hidden, config.num_stages) == (br, bh, stages)
-    steps = mosaic_gpu.STREAM_STEPS if bias else mosaic_gpu.STREAM_STEPS_PLAIN
+    steps = mosaic_gpu.STREAM_STEPS_PLAIN
+    if weights:
+        steps = mosaic_gpu.STREAM_STEPS_ROW_SUMS
+        assert steps * br == mosaic_gpu.ROW_WINDOW
+    steps = mosaic_gpu.STREAM_STEPS if bias else steps
     assert config.row_steps == min(steps, -(-rows // br))
 
 
 @pytest.mark.parametrize("variant", ["plain", "weighted_bias"])
 def test_several_blocks_in_both_dimensions(rng, variant):
-    # 3 row blocks (the last of 2 rows) by 5 hidden blocks (the last partial).
-    check_kernels(rng, variant, 130, 72, jnp.bfloat16, OPTIONS["clamp"], config=SMALL_BLOCKS)
+    # 11 row groups (the last of one ragged block) by 3 strips (the last partial).
+    check_kernels(rng, variant, 130, 300, jnp.bfloat16, OPTIONS["clamp"], stream=SMALL_STRIPS)
 
 
 @pytest.mark.parametrize("variant", ["plain", "weighted_bias"])
@@ -275,10 +276,7 @@ def test_bias_sums_rounding_onto_the_clamp(rng):
     to clamp the exact one, which put dy and dbias about 1e-3 off."""
     y, bias, weights, g = make_inputs(rng, "weighted_bias", 130, 5120, jnp.float32)
     y, bias = with_sums_on_the_clamp(y, bias, layout="stacked")
-    # 64 x 128: float32 tiles of 64 x 256 need 320 KB of shared memory, more than an SM
-    # has (the compiled kernel refuses them; session 13's first run of this file on a GPU).
-    config = BlockConfig(block_rows=64, block_hidden=128)
-    check_inputs((y, bias, weights, g), jnp.float32, {"clamp_value": CLAMP_TIE}, config=config)
+    check_inputs((y, bias, weights, g), jnp.float32, {"clamp_value": CLAMP_TIE})
 
 
 def test_fp8_store_float32_ragged(rng):
@@ -287,9 +285,9 @@ def test_fp8_store_float32_ragged(rng):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_scaled_fp8_store(rng, variant):
-    # Several blocks in both dimensions, ragged: the scales come from whole rows.
-    config = SMALL_BLOCKS
-    check_kernels(rng, variant, 130, 72, jnp.bfloat16, OPTIONS["gpt_oss"], config, "scaled")
+    # Several strips and row groups, ragged: the scales come from whole rows.
+    options = OPTIONS["gpt_oss"]
+    check_kernels(rng, variant, 130, 300, jnp.bfloat16, options, "scaled", SMALL_STRIPS)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16])
@@ -306,25 +304,19 @@ def test_scaled_fp8_store_dtypes_ragged(rng, dtype):
     dtype=strategies.dtypes,
     variant=st.sampled_from(VARIANTS),
     options=strategies.options(fp8=False, offload=False),
-    config=st.builds(
-        BlockConfig,
-        block_rows=st.sampled_from([64, 128]),
-        block_hidden=st.sampled_from([32, 48, 64]),
-    ),
     save_fp8=st.sampled_from([False, True, "scaled"]),
     stream=st.builds(
         BlockConfig,
-        block_rows=st.sampled_from([4, 8]),  # per-row values need multiples of 4
+        block_rows=st.sampled_from([4, 8]),
         block_hidden=st.sampled_from([128, 256]),  # float32's rings fit in shared memory
         num_stages=st.integers(1, 3),
         row_steps=st.integers(1, 4),
     ),
 )
-def test_any_blocks(data_seed, rows, hidden, dtype, variant, options, config, save_fp8, stream):
-    """Every legal block shape and strip gives the same answers: interior, ragged and
-    single blocks."""
+def test_any_strips(data_seed, rows, hidden, dtype, variant, options, save_fp8, stream):
+    """Every legal strip gives the same answers: interior, ragged and single blocks."""
     rng = np.random.default_rng(data_seed)
-    check_kernels(rng, variant, rows, hidden, dtype, options, config, save_fp8, stream)
+    check_kernels(rng, variant, rows, hidden, dtype, options, save_fp8, stream)
 
 
 def test_no_rows_launches_nothing():
@@ -348,27 +340,6 @@ def test_float64_is_not_implemented():
             mosaic_gpu.forward(y, None, None, Options(), save_fp8=False)
         with pytest.raises(NotImplementedError, match="float64"):
             mosaic_gpu.backward(y[:, 0], y, None, None, Options(), dy_dtype=jnp.float64)
-
-
-@pytest.mark.parametrize(
-    "config", [BlockConfig(48, 64), BlockConfig(64, 24), BlockConfig(512, 64)], ids=str
-)
-def test_unsupported_blocks_are_refused(config):
-    y = jnp.zeros((4, 2, 8), jnp.float32)
-    weights = jnp.ones((4, 1), jnp.float32)
-    with pytest.raises(ValueError, match="block_"):  # the tiled kernel: the weighted backward
-        mosaic_gpu.backward(y[:, 0], y, None, weights, Options(), dy_dtype=y.dtype, config=config)
-
-
-@pytest.mark.parametrize(
-    "rows, hidden, dtype",
-    [(1, 1, jnp.float32), (4096, 5120, jnp.bfloat16), (300, 200, jnp.float16)],
-)
-def test_default_config(rows, hidden, dtype):
-    config = mosaic_gpu.default_config(rows, hidden, dtype)
-    assert config.block_rows % mosaic_gpu.WARPGROUP_ROWS == 0
-    assert config.block_hidden % mosaic_gpu.HIDDEN_ALIGN == 0
-    assert config.block_hidden <= max(mosaic_gpu.HIDDEN_ALIGN, hidden + 15)
 
 
 @pytest.mark.parametrize("save_fp8", [False, True, "scaled"], ids=["plain", "fp8", "scaled"])
