@@ -95,6 +95,8 @@ Parts (``--parts``, comma-separated):
   (Triton's bias kernel 31.9, its plain one 29.2); it trails Triton's by 2-5% at
   every size. It replaced the Mosaic GPU backend's tile backward, which it beats by
   far in bf16.
+- ``streamed_weighted`` (session 14): the weighted backward, Triton's against the Mosaic
+  GPU streamed kernel and its wider strips (fewer partial sums of the weights gradient).
 - ``streamed_fwd`` (session 13): the forward and its fp8 store, Triton's against the
   Mosaic GPU streamed kernel and its strips.
 - ``copy_floor_fwd``, ``copy_floor_bwd`` (session 13): our kernel and XLA's fusion
@@ -276,9 +278,11 @@ def bias_steps_candidates(rows, hidden, dtype, tiles=STEP_TILES):
     return found
 
 
+# Session 13 also measured 2-row strips, which the kernel refuses since session 14 (its
+# blocks give each of 4 warps whole rows).
 STREAM_STRIPS = {  # columns, rows a step, stages, steps (the 4 x 256 rows: the default)
-    "bfloat16": [(256, 8, 3, 16), (512, 4, 3, 16), (1024, 2, 3, 16), (1024, 2, 4, 16)],
-    "float32": [(256, 8, 2, 16), (512, 2, 3, 16), (1024, 2, 2, 16), (1024, 2, 3, 8)],
+    "bfloat16": [(256, 8, 3, 16), (512, 4, 3, 16), (1024, 4, 2, 16), (256, 4, 3, 32)],
+    "float32": [(256, 8, 2, 16), (512, 4, 3, 16), (1024, 4, 1, 16), (256, 4, 3, 32)],
 }  # fmt: skip
 STREAM_PLAIN_STEPS = [1, 4, 16, 64]
 
@@ -323,8 +327,8 @@ def streamed_bias_candidates(rows, hidden, dtype):
 
 
 STREAM_FORWARD_STRIPS = [  # rows a step, columns, stages, steps
-    (4, 256, 3, 2), (4, 256, 3, 8), (2, 256, 3, 4), (8, 256, 3, 2), (4, 256, 4, 4),
-    (4, 512, 2, 2), (4, 256, 2, 2), (2, 1024, 3, 8),
+    (4, 256, 3, 2), (4, 256, 3, 8), (8, 256, 3, 4), (8, 256, 3, 2), (4, 256, 4, 4),
+    (4, 512, 2, 2), (4, 256, 2, 2), (4, 1024, 2, 8),
 ]  # fmt: skip
 
 
@@ -350,6 +354,40 @@ def streamed_fwd_candidates(rows, hidden, dtype):
         config = BlockConfig(br, bh, num_stages=stages, row_steps=steps)
         found[f"streamed {br}x{bh} s{stages} x{steps}"] = functools.partial(
             fwd, mosaic_gpu, False, config
+        )
+    return found
+
+
+STREAM_WEIGHTED_STRIPS = [  # rows a step, columns, stages, steps
+    (4, 256, 3, 8), (4, 512, 3, 8), (4, 1024, 2, 8), (4, 2048, 1, 8), (8, 256, 3, 4),
+    (4, 256, 3, 16),
+]  # fmt: skip
+
+
+def streamed_weighted_candidates(rows, hidden, dtype):
+    """The weighted backward on the JAX path: Triton's default (whole rows a program up to
+    4096 columns) against the Mosaic GPU streamed kernel (session 14: blocks with whole
+    rows a warp, the weights gradient summed in-warp, a partial sum a strip finished by
+    XLA) and its wider strips, which leave fewer partial sums (one strip a row: none)."""
+    from swiglu_jax.kernels import mosaic_gpu
+
+    opts, dt = Options(), jnp.dtype(dtype)
+
+    def whole(module, config=None):
+        def fn(g, y, w):
+            y = y.reshape(rows, 2, hidden)
+            return module.backward(g, y, None, w, opts, dy_dtype=dt, config=config)[::2]
+
+        return _jax(fn)
+
+    found = {
+        "triton": functools.partial(whole, kernels),
+        "streamed": functools.partial(whole, mosaic_gpu),
+    }
+    for br, bh, stages, steps in STREAM_WEIGHTED_STRIPS:
+        config = BlockConfig(br, bh, num_stages=stages, row_steps=steps)
+        found[f"streamed {br}x{bh} s{stages} x{steps}"] = functools.partial(
+            whole, mosaic_gpu, config
         )
     return found
 
@@ -734,6 +772,7 @@ def parts(out: str) -> dict:
         "bias_steps": ("bias_bwd", STEP_SIZES, bias_steps_candidates),
         "streamed_bias": ("bias_bwd", STEP_SIZES, streamed_bias_candidates),
         "streamed_fwd": ("fwd", STEP_SIZES, streamed_fwd_candidates),
+        "streamed_weighted": ("weighted_bwd", STEP_SIZES, streamed_weighted_candidates),
         "scaled_rows": ("scaled_fp8_fwd", SCALED_SIZES, scaled_candidates),
         **{
             f"perthread_{op}": (op, PER_THREAD_SIZES, functools.partial(per_thread_candidates, op))
