@@ -37,6 +37,12 @@ its fused gate-up kernels and Transformer Engine its ``swiglu``/``dswiglu`` kern
 (``clamped_swiglu``/``clamped_dswiglu`` for the clamp ops), both composed with torch for
 what they lack (bias, weights, fp8); Liger has no clamp, so its clamp rows record that.
 Peers are optional: missing ones are skipped with a note.
+
+Beside them, not a peer: ``copy (same bytes)``, one torch copy that reads and writes the
+op's minimum bytes (half each) from input sets rotated the same way: the bandwidth a
+kernel of this size reaches, launch and ramp included (at 4096 x 4096 bf16 on an H100,
+91-93% of the 1 GiB copy's). Each of our rows records its time over the copy's as
+``pct_same_copy``.
 """
 
 from __future__ import annotations
@@ -354,6 +360,30 @@ def _torch_candidate(formulas: str, compile_mode: str | None = None):
     return build
 
 
+def _same_copy_candidate():
+    """``copy (same bytes)``: a copy of half the op's minimum bytes (so that as many are
+    read as written), one source and one destination per input set."""
+
+    def build(op, rows, hidden, dtype, sets):
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        elements = max(1, minimum_bytes(op, rows, hidden, jnp.dtype(dtype).itemsize) // 4)
+        inputs = []
+        for seed in range(sets):
+            gen = torch.Generator(device=device).manual_seed(seed)
+            src = torch.randn(elements, dtype=torch.bfloat16, device=device, generator=gen)
+            inputs.append((src, torch.empty_like(src)))
+
+        def sync(_):
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        return (lambda src, dst: dst.copy_(src)), inputs, sync
+
+    return build
+
+
 def _bridge_candidate():
     """torch_bridge: our kernels called from torch through DLPack (its host overhead shows
     in the end-to-end column, next to the JAX-side ``swiglu_jax:*`` rows)."""
@@ -387,6 +417,10 @@ class Candidate:
     ours: bool
     build: Callable
     needs: str = ""  # a module that must import for this candidate to run
+    floor: bool = False  # a reference for the size, not a peer: no ratio to it
+
+
+SAME_COPY = "copy (same bytes)"
 
 
 def candidates() -> list[Candidate]:
@@ -416,6 +450,7 @@ def candidates() -> list[Candidate]:
             _torch_candidate("transformer_engine"),
             needs="transformer_engine_torch",
         ),
+        Candidate(SAME_COPY, False, _same_copy_candidate(), needs="torch", floor=True),
     ]
 
 
@@ -542,6 +577,7 @@ def run(
                         "dtype": dtype,
                         "implementation": cand.name,
                         "ours": cand.ours,
+                        "floor": cand.floor,
                         "min_bytes": floor_bytes,
                     }
                     try:
@@ -585,15 +621,19 @@ def _result(bandwidth, skipped, records) -> dict:
 
 
 def _add_ratios(records):
-    """``vs_best_peer``: the best peer's time over this one's (above 1: faster)."""
+    """``vs_best_peer``: the best peer's time over this one's (above 1: faster); for our
+    rows ``pct_same_copy``: the same-size copy's time over ours, in %."""
     groups = {}
     for r in records:
         if "us" in r:
             groups.setdefault((r["op"], r["rows"], r["two_h"], r["dtype"]), []).append(r)
     for group in groups.values():
-        peers = [r["us"] for r in group if not r["ours"]]
+        peers = [r["us"] for r in group if not r["ours"] and not r.get("floor")]
+        copies = [r["us"] for r in group if r.get("floor")]
         for r in group:
-            r["vs_best_peer"] = min(peers) / r["us"] if peers else None
+            r["vs_best_peer"] = min(peers) / r["us"] if peers and not r.get("floor") else None
+            if r["ours"] and copies:
+                r["pct_same_copy"] = 100 * copies[0] / r["us"]
 
 
 def table(result: dict) -> str:
@@ -618,7 +658,9 @@ def table(result: dict) -> str:
 def summary(result: dict) -> str:
     """Markdown: for each op and dtype, a line per size with each of our
     implementations' % of copy bandwidth, the first one's ratio to the best peer and
-    that peer; then per op and dtype the ranges over all sizes (what RESULTS.md quotes)."""
+    that peer, and the same-size copy's % where it ran; then per op and dtype the
+    ranges over all sizes (what RESULTS.md quotes), with the first one's % of the
+    same-size copy."""
     ours = list(dict.fromkeys(r["implementation"] for r in result["results"] if r["ours"]))
     groups = {}
     for r in result["results"]:
@@ -630,12 +672,12 @@ def summary(result: dict) -> str:
         f"copy {result['copy_GBps']:.0f} GB/s; {result.get('environment', {})}",
         "",
         "| op | dtype | N x 2H | " + " | ".join(f"{name} %" for name in ours)
-        + " | vs best peer | best peer (%) |",
-        "|---|---|---|" + "---:|" * len(ours) + "---:|---|",
+        + " | vs best peer | best peer (%) | same-size copy % |",
+        "|---|---|---|" + "---:|" * len(ours) + "---:|---|---:|",
     ]  # fmt: skip
     ranges = {}
     for (op, dtype, rows, two_h), found in groups.items():
-        peers = [r for r in found.values() if not r["ours"]]
+        peers = [r for r in found.values() if not r["ours"] and not r.get("floor")]
         best = min(peers, key=lambda r: r["us"]) if peers else None
         first = found.get(ours[0]) if ours else None
         ratio = best["us"] / first["us"] if best and first else None
@@ -643,19 +685,24 @@ def summary(result: dict) -> str:
         lines.append(
             f"| {op} | {dtype} | {rows}x{two_h} | " + " | ".join(cells)
             + f" | {f'{ratio:.2f}' if ratio else '-'}"
-            + f" | {f'{best['implementation']} ({best['pct_copy']:.1f})' if best else '-'} |"
+            + f" | {f'{best['implementation']} ({best['pct_copy']:.1f})' if best else '-'}"
+            + f" | {percent(found.get(SAME_COPY))} |"
         )  # fmt: skip
-        span = ranges.setdefault((op, dtype), {"pct": [], "ratio": []})
+        span = ranges.setdefault((op, dtype), {"pct": [], "ratio": [], "same": []})
         if first:
             span["pct"].append(first["pct_copy"])
+            if "pct_same_copy" in first:
+                span["same"].append(first["pct_same_copy"])
         if ratio:
             span["ratio"].append(ratio)
     spread = lambda v, f: f"{min(v):{f}}-{max(v):{f}}" if v else "-"
-    lines += ["", f"| op | dtype | {ours[0] if ours else 'ours'} % | vs best peer |"]
-    lines.append("|---|---|---:|---:|")
+    name = ours[0] if ours else "ours"
+    lines += ["", f"| op | dtype | {name} % | vs best peer | % of the same-size copy |"]
+    lines.append("|---|---|---:|---:|---:|")
     for (op, dtype), span in ranges.items():
         lines.append(
-            f"| {op} | {dtype} | {spread(span['pct'], '.1f')} | {spread(span['ratio'], '.2f')} |"
+            f"| {op} | {dtype} | {spread(span['pct'], '.1f')} | {spread(span['ratio'], '.2f')} "
+            f"| {spread(span['same'], '.1f')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -690,6 +737,7 @@ def plot(result: dict, path: str) -> bool:
             )
             if points:
                 style = "-o" if name.startswith("swiglu_jax") else "--."
+                style = ":k" if name == SAME_COPY else style
                 ax.plot(*zip(*points, strict=True), style, label=name)
         ax.set_xscale("log")
         ax.set_title(f"{op}, {dtype}")

@@ -78,6 +78,7 @@ def test_summary_quotes_ours_against_the_best_peer():
             record("liger", False, 64, 20.0, 45.0),
             record("swiglu_jax:triton", True, 128, 16.0, 95.0),
             record("xla", False, 128, 15.0, 101.3),
+            {**record(bench.SAME_COPY, False, 128, 14.0, 108.6), "floor": True},
             {
                 "op": "fwd",
                 "dtype": "bfloat16",
@@ -89,10 +90,35 @@ def test_summary_quotes_ours_against_the_best_peer():
             },
         ],
     }
+    bench._add_ratios(result["results"])
     lines = bench.summary(result).splitlines()
-    assert "| fwd | bfloat16 | 64x256 | 90.0 | 81.8 | 1.20 | xla (75.0) |" in lines
-    assert "| fwd | bfloat16 | 128x256 | 95.0 | - | 0.94 | xla (101.3) |" in lines
-    assert lines[-1] == "| fwd | bfloat16 | 90.0-95.0 | 0.94-1.20 |"
+    # The same-size copy is no peer: the best peer at 128 rows is still XLA.
+    assert "| fwd | bfloat16 | 64x256 | 90.0 | 81.8 | 1.20 | xla (75.0) | - |" in lines
+    assert "| fwd | bfloat16 | 128x256 | 95.0 | - | 0.94 | xla (101.3) | 108.6 |" in lines
+    assert lines[-1] == "| fwd | bfloat16 | 90.0-95.0 | 0.94-1.20 | 87.5-87.5 |"
+
+
+def test_same_size_copy_moves_the_op_bytes_and_is_no_peer():
+    """The copy reads and writes the op's minimum bytes from rotated sets of random data;
+    our rows get their % of it, and no row's ratio to the best peer counts it."""
+    torch = pytest.importorskip("torch")
+    fn, inputs, sync = bench._same_copy_candidate()("bwd", 8, 16, "float32", 3)
+    assert len(inputs) == 3
+    for src, _ in inputs:
+        assert 2 * src.numel() * src.element_size() == bench.minimum_bytes("bwd", 8, 16, 4)
+        assert torch.count_nonzero(src) == src.numel()
+    src, dst = inputs[1]
+    sync(fn(src, dst))
+    assert torch.equal(dst, src)
+
+    result = bench.run([(8, 16)], ["float32"], ["bwd"], ["xla", bench.SAME_COPY], 2, print)
+    xla, copy = result["results"]
+    assert copy["floor"] and copy["vs_best_peer"] is None and xla["vs_best_peer"] == 1.0
+    assert "pct_same_copy" not in xla  # XLA is a peer; ours would carry it:
+    ours = {**xla, "implementation": "swiglu_jax:xla", "ours": True, "floor": False}
+    records = [ours, copy]
+    bench._add_ratios(records)
+    assert records[0]["pct_same_copy"] == pytest.approx(100 * copy["us"] / xla["us"])
 
 
 def test_missing_peers_are_reported_not_fatal(monkeypatch):
