@@ -82,3 +82,15 @@ def test_ncu_stalls_ranks_instructions_by_samples(tmp_path):
     assert "stall_long_sb=1100, stall_barrier=5" in lines[1] and "Sampling" not in lines[1]
     assert lines[2].split()[1:3] == ["0x20", "FADD"]
     assert ncu_stalls.summary([]) == ["no rows"]
+
+
+def test_bridge_repeat_tabulates_every_run(tmp_path, capsys):
+    """On any host the rows come back, errors (no GPU) as "-": one column a repeat and
+    one with the bridge first."""
+    import bridge_repeat
+
+    bridge_repeat.main(["--repeats", "2", "--size", "8x32", "--out", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| op | implementation | run 1 | run 2 | bridge first |"
+    assert len(lines) == 2 + len(bridge_repeat.OPS) * len(bridge_repeat.IMPLS)
+    assert len((tmp_path / "bridge-repeat.json").read_text()) > 2
