@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -119,6 +120,25 @@ def test_same_size_copy_moves_the_op_bytes_and_is_no_peer():
     records = [ours, copy]
     bench._add_ratios(records)
     assert records[0]["pct_same_copy"] == pytest.approx(100 * copy["us"] / xla["us"])
+
+
+def test_torch_cache_is_released_after_every_candidate(monkeypatch):
+    """Even after a failure: the next candidate's tensors need the memory."""
+    import types
+
+    released = []
+    cuda = types.SimpleNamespace(is_available=lambda: True, empty_cache=lambda: released.append(1))
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setattr(bench, "_profiler", lambda: None)  # the fake has no profiler
+
+    def fails(*_):
+        raise MemoryError("out of memory")
+
+    broken, original = bench.Candidate("broken", False, fails), bench.candidates
+    monkeypatch.setattr(bench, "candidates", lambda: [broken, *original()])
+    result = bench.run([(8, 16)], ["float32"], ["fwd", "bwd"], ["broken", "xla"], 2, print)
+    assert [("error" in r) for r in result["results"]] == [True, False, True, False]
+    assert len(released) == 4
 
 
 def test_missing_peers_are_reported_not_fatal(monkeypatch):
