@@ -362,13 +362,17 @@ def _torch_candidate(formulas: str, compile_mode: str | None = None):
 
 def _same_copy_candidate():
     """``copy (same bytes)``: a copy of half the op's minimum bytes (so that as many are
-    read as written), one source and one destination per input set."""
+    read as written), one source and one destination per input set, and one set only
+    where it alone is beyond ``ROTATION_BYTES`` (a float32 backward at 32768 x 28672
+    needs 9.4 GB a set)."""
 
     def build(op, rows, hidden, dtype, sets):
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        elements = max(1, minimum_bytes(op, rows, hidden, jnp.dtype(dtype).itemsize) // 4)
+        nbytes = minimum_bytes(op, rows, hidden, jnp.dtype(dtype).itemsize)
+        elements = max(1, nbytes // 4)
+        sets = 1 if nbytes >= ROTATION_BYTES else sets
         inputs = []
         for seed in range(sets):
             gen = torch.Generator(device=device).manual_seed(seed)
@@ -777,6 +781,10 @@ def _peer_versions() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # JAX would otherwise take 75% of the GPU's memory when it starts, and torch's peers
+    # ran out of memory in the float32 backward at 32768 x 28672 (sessions 13 and 14);
+    # set before JAX's first use of the GPU (importing swiglu_jax does not use it).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="quick", help="quick, full, or e.g. 4096x4096,...")
     parser.add_argument("--dtypes", default="bfloat16,float32")

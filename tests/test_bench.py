@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import jax.numpy as jnp
@@ -65,6 +66,17 @@ def test_runs_and_writes_results(tmp_path, capsys):
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 
+def test_jax_leaves_the_gpu_memory_to_the_peers(tmp_path, monkeypatch):
+    """Unless the caller says otherwise: JAX would preallocate 75% of it."""
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    args = ["--sizes", "8x32", "--dtypes", "float32", "--ops", "fwd", "--impls", "xla"]
+    assert bench.main([*args, "--iters", "2", "--out", str(tmp_path)]) == 0
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")
+    assert bench.main([*args, "--iters", "2", "--out", str(tmp_path)]) == 0
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+
+
 def test_summary_quotes_ours_against_the_best_peer():
     def record(implementation, ours, rows, us, pct):
         return {"op": "fwd", "dtype": "bfloat16", "rows": rows, "two_h": 256, "us": us,
@@ -99,12 +111,15 @@ def test_summary_quotes_ours_against_the_best_peer():
     assert lines[-1] == "| fwd | bfloat16 | 90.0-95.0 | 0.94-1.20 | 87.5-87.5 |"
 
 
-def test_same_size_copy_moves_the_op_bytes_and_is_no_peer():
+def test_same_size_copy_moves_the_op_bytes_and_is_no_peer(monkeypatch):
     """The copy reads and writes the op's minimum bytes from rotated sets of random data;
     our rows get their % of it, and no row's ratio to the best peer counts it."""
     torch = pytest.importorskip("torch")
     fn, inputs, sync = bench._same_copy_candidate()("bwd", 8, 16, "float32", 3)
     assert len(inputs) == 3
+    monkeypatch.setattr(bench, "ROTATION_BYTES", 4096)  # one set of 10 KB suffices:
+    assert len(bench._same_copy_candidate()("bwd", 32, 16, "float32", 2)[1]) == 1
+    monkeypatch.undo()
     for src, _ in inputs:
         assert 2 * src.numel() * src.element_size() == bench.minimum_bytes("bwd", 8, 16, 4)
         assert torch.count_nonzero(src) == src.numel()
