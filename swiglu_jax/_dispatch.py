@@ -81,13 +81,12 @@ def cuda_kernel_backends(dtype) -> tuple[str, ...]:
     """The kernel backends for CUDA, in order of preference, for the local GPU and the
     dtype computed (the output's).
 
-    By measurement on an H100 and an H200 (benchmarks/RESULTS.md, 2026-11-26): Triton
-    first, at 91-103% of the copy bandwidth for 16-bit types and float32 alike from
-    4096 x 4096 up (Mosaic GPU: 50-90% and 86-98%), and for the bias backward too (its
-    32 x 128 tiles: bf16 77-93%, float32 86-97% against Mosaic GPU's 46-61% and
-    83-91% on an H100). The second backend takes what the first declines (Triton: 8-bit
-    arrays of 2^31 elements or more). Without a local GPU (lowering for CUDA from a CPU
-    host), the portable Triton kernels.
+    By measurement on an H100 (benchmarks/RESULTS.md, session 14): Triton first, at
+    83-103% of the copy bandwidth for every op, dtype and size from 4096 x 4096 up, 4-6%
+    ahead of Mosaic GPU's streamed kernels (58-97%) nearly everywhere. The second
+    backend takes what the first declines (Triton: 8-bit arrays of 2^31 elements or
+    more). Without a local GPU (lowering for CUDA from a CPU host), the portable Triton
+    kernels.
     """
     del dtype  # Triton leads for every dtype (it did not before the 32 x 128 bias tiles)
     capability = _local_cuda_capability()
