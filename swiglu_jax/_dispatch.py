@@ -82,8 +82,9 @@ def cuda_kernel_backends(dtype) -> tuple[str, ...]:
     dtype computed (the output's).
 
     By measurement on an H100 (benchmarks/RESULTS.md, session 14): Triton first, at
-    83-103% of the copy bandwidth for every op, dtype and size from 4096 x 4096 up, 4-6%
-    ahead of Mosaic GPU's streamed kernels (58-97%) nearly everywhere. The second
+    83-103% of the copy bandwidth for every op, dtype and size from 4096 x 4096 up,
+    ahead of Mosaic GPU's streamed kernels everywhere (by 4-6% in most ops, by 30-40
+    points in the scaled fp8 store, whose row maxima take XLA a second pass). The second
     backend takes what the first declines (Triton: 8-bit arrays of 2^31 elements or
     more). Without a local GPU (lowering for CUDA from a CPU host), the portable Triton
     kernels.
