@@ -41,8 +41,8 @@ Peers are optional: missing ones are skipped with a note.
 Beside them, not a peer: ``copy (same bytes)``, one torch copy that reads and writes the
 op's minimum bytes (half each) from input sets rotated the same way: the bandwidth a
 kernel of this size reaches, launch and ramp included (at 4096 x 4096 bf16 on an H100,
-91-93% of the 1 GiB copy's). Each of our rows records its time over the copy's as
-``pct_same_copy``.
+90.4% of the 1 GiB copy's with the forward's bytes, 94.3% with the backward's). Each of
+our rows records the copy's time over its own as ``pct_same_copy``.
 """
 
 from __future__ import annotations
@@ -621,10 +621,11 @@ def run(
 
 
 def _release_torch_memory():
-    """Hands torch's cached blocks back to the driver between candidates. JAX holds most
-    of the GPU's memory, and blocks cached for one candidate's tensors need not fit the
-    next's: at 32768 x 28672 in float32 every torch candidate of the backward ran out of
-    memory after the same-size copy of the forward (H100, session 14)."""
+    """Hands torch's cached blocks back to the driver between candidates: blocks cached
+    for one candidate's tensors need not fit the next's. With JAX holding 75% of the
+    GPU's memory, the same-size copy's blocks from the forward left the bridge and
+    ``torch.compile`` out of memory in the float32 backward at 32768 x 28672 (H100,
+    session 14; ``main`` now keeps JAX from preallocating)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
