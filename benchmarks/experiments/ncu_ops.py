@@ -6,9 +6,10 @@ torch_bridge's direct launch (the triton package's), for Nsight Compute to compa
         python benchmarks/experiments/ncu_ops.py OP ROWS TWO_H DTYPE
 
 OP: ``scaled`` (the forward with the scaled fp8 store), ``bwd`` (the plain backward),
-``bias`` (the backward with the bias gradient) or ``segments`` (the JAX path alone: the
+``bias`` (the backward with the bias gradient), ``segments`` (the JAX path alone: the
 scaled store swept in one-warp segments with WARPS warps, a fifth argument, whatever
-``segment_width`` would say of them; default ``sweep_config``'s).
+``segment_width`` would say of them; default ``sweep_config``'s) or ``mosaic_bwd`` (the
+JAX path alone: the plain backward by Triton, then by Mosaic GPU's streamed kernel).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import jax.numpy as jnp
 import torch
 
 from swiglu_jax._options import Options
+from swiglu_jax.kernels import mosaic_gpu
 from swiglu_jax.kernels import triton as kernels
 from torch_bridge import _direct
 
-OPS = ("scaled", "bwd", "bias", "segments")
+OPS = ("scaled", "bwd", "bias", "segments", "mosaic_bwd")
 
 
 def main(argv):
@@ -46,6 +48,14 @@ def main(argv):
             lambda y: kernels.forward(y3(y), None, None, opts, save_fp8="scaled", config=config)
         )
         jax.block_until_ready(jax_fn(to_jax(y)))
+    elif op == "mosaic_bwd":
+        for module in (kernels, mosaic_gpu):
+            jax_fn = jax.jit(
+                lambda g, y, m=module: m.backward(
+                    g, y3(y), None, None, opts, dy_dtype=jnp.dtype(dtype)
+                )[0]
+            )
+            jax.block_until_ready(jax_fn(to_jax(g), to_jax(y)))
     elif op == "scaled":
         jax_fn = jax.jit(lambda y: kernels.forward(y3(y), None, None, opts, save_fp8="scaled"))
         jax.block_until_ready(jax_fn(to_jax(y)))
