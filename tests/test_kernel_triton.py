@@ -306,6 +306,15 @@ def test_sum_rows(rng, rows, columns, dtype):
     np.testing.assert_array_equal(np.asarray(partials), before)
 
 
+@pytest.mark.parametrize("columns, warps", [(16, 1), (128, 2), (256, 8)])
+def test_sum_rows_blocks(rng, columns, warps):
+    """Other strips than the default: ragged columns, two loop steps; the same sums."""
+    partials = jnp.asarray(rng.standard_normal((97, 300)), jnp.float32)
+    total = kernels.sum_rows(partials, jnp.float32, interpret=True, columns=columns, warps=warps)
+    expected = testing.to_float64(partials).sum(axis=0)
+    assert testing.relative_error(total, expected) <= testing.tolerance("float32", terms=97)
+
+
 def test_declines_float64():
     with jax.enable_x64(True), pytest.raises(NotImplementedError, match="float64"):
         kernels.forward(jnp.ones((2, 2, 4), jnp.float64), None, None, Options(), save_fp8=False)

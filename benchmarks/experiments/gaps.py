@@ -281,6 +281,52 @@ def bias_steps_candidates(rows, hidden, dtype, tiles=STEP_TILES):
     return found
 
 
+SUM_SIZES = [(4096, 2048), (4096, 4096), (8192, 4096), (8192, 14336)]
+SUM_BLOCKS = [(32, 1), (32, 2), (64, 2), (128, 4), (256, 4), (512, 8)]  # columns, warps
+SUM_STEP_TILES = {  # rows, columns, warps, row steps: more or fewer row groups
+    "bfloat16": [(16, 128, 4, 4), (16, 128, 4, 16), (16, 128, 4, 32)],
+    "float32": [(32, 128, 4, 2), (32, 128, 4, 8), (16, 128, 4, 8), (32, 128, 4, 16)],
+}
+
+
+def bias_sum_candidates(rows, hidden, dtype):
+    """The bias backward's second launch, the sum of its partial sums (1.6-2.2 us of
+    33-64 at 4096 tokens, session 11): the whole op with ``sum_rows`` in other strips,
+    with XLA's fused sum and cast instead, and with more or fewer row groups (the
+    partials' rows); beside them the plain backward (the op's time with a free bias
+    gradient) and the partials' kernel alone."""
+    opts = Options()
+    y3 = lambda y: y.reshape(rows, 2, hidden)
+    b2 = lambda b: b.reshape(2, hidden)
+    dt = jnp.dtype(dtype)
+
+    def plain():
+        return _jax(lambda g, y, b: kernels.backward(g, y3(y), None, None, opts, dy_dtype=dt)[0])
+
+    def whole(config=None):
+        return _jax(lambda g, y, b: kernels.backward(
+            g, y3(y), b2(b), None, opts, dy_dtype=dt, config=config)[:2])  # fmt: skip
+
+    def partials_then(summed=None):
+        """The partials' kernel, then ``summed(partials)`` (``None``: nothing more)."""
+
+        def op(g, y, b):
+            dy, partials, _ = kernels.backward_partials(g, y3(y), b2(b), None, opts, dy_dtype=dt)
+            return dy, (partials if summed is None else summed(partials))
+
+        return _jax(op)
+
+    found = {"plain (no bias)": plain, "default": whole, "partials alone": partials_then}
+    found["xla sum"] = lambda: partials_then(lambda p: p.sum(axis=0).astype(dt))
+    for columns, warps in SUM_BLOCKS:
+        summed = functools.partial(kernels.sum_rows, dtype=dt, columns=columns, warps=warps)
+        found[f"sum c{columns} w{warps}"] = functools.partial(partials_then, summed)
+    for bn, bh, w, steps in SUM_STEP_TILES[dtype]:
+        config = BlockConfig(bn, bh, num_warps=w, row_steps=steps)
+        found[f"{bn}x{bh} w{w} s{steps}"] = functools.partial(whole, config)
+    return found
+
+
 # Session 13 also measured 2-row strips, which the kernel refuses since session 14 (its
 # blocks give each of 4 warps whole rows).
 STREAM_STRIPS = {  # columns, rows a step, stages, steps (the 4 x 256 rows: the default)
@@ -773,6 +819,7 @@ def parts(out: str) -> dict:
             functools.partial(small_candidates, out, "weighted_bwd"),
         ),
         "bias_steps": ("bias_bwd", STEP_SIZES, bias_steps_candidates),
+        "bias_sum": ("bias_bwd", SUM_SIZES, bias_sum_candidates),
         "streamed_bias": ("bias_bwd", STEP_SIZES, streamed_bias_candidates),
         "streamed_fwd": ("fwd", STEP_SIZES, streamed_fwd_candidates),
         "streamed_weighted": ("weighted_bwd", STEP_SIZES, streamed_weighted_candidates),

@@ -709,39 +709,43 @@ def backward_partials(
 
 # The bias gradient's partial sums, (row groups, 2H) float32, are summed by a kernel of
 # their own, one launch that also casts, on the JAX path and on torch_bridge's direct
-# launch alike (which had torch's sum and cast: two launches). Each program sums a strip
-# of SUM_COLUMNS columns (128-byte rows of float32), SUM_ROWS rows at a time, in a fixed
-# order: deterministic.
+# launch alike (which had torch's sum and cast: two launches). Each program of SUM_WARPS
+# warps sums a strip of SUM_COLUMNS columns (128-byte rows of float32), up to SUM_ROWS
+# rows at a time, in a fixed order: deterministic.
 SUM_COLUMNS = 32
 SUM_ROWS = 64
+SUM_WARPS = 4
 
 
-def _sum_rows_kernel(partials_ref, out_ref, *, rows: int, columns: int):
+def _sum_rows_kernel(partials_ref, out_ref, *, rows: int, columns: int, block: tuple):
+    block_rows, block_cols = block
     j = pl.program_id(0)
-    cols = pl.ds(j * SUM_COLUMNS, SUM_COLUMNS)
-    col_ok = (j * SUM_COLUMNS + jax.lax.iota(jnp.int32, SUM_COLUMNS)) < columns
+    cols = pl.ds(j * block_cols, block_cols)
+    col_ok = (j * block_cols + jax.lax.iota(jnp.int32, block_cols)) < columns
 
     def add(k, total):
-        row_ok = (k * SUM_ROWS + jax.lax.iota(jnp.int32, SUM_ROWS)) < rows
+        row_ok = (k * block_rows + jax.lax.iota(jnp.int32, block_rows)) < rows
         mask = row_ok[:, None] & col_ok[None, :]
-        block = pltriton.load(partials_ref.at[pl.ds(k * SUM_ROWS, SUM_ROWS), cols], mask=mask)
+        block = pltriton.load(partials_ref.at[pl.ds(k * block_rows, block_rows), cols], mask=mask)
         return total + jnp.sum(jnp.where(mask, block, 0.0), axis=0)
 
     total = jax.lax.fori_loop(
-        0, pl.cdiv(rows, SUM_ROWS), add, jnp.zeros((SUM_COLUMNS,), jnp.float32)
+        0, pl.cdiv(rows, block_rows), add, jnp.zeros((block_cols,), jnp.float32)
     )
     pltriton.store(out_ref.at[cols], total.astype(out_ref.dtype), mask=col_ok)
 
 
-def sum_rows(partials, dtype, *, interpret=False):
+def sum_rows(partials, dtype, *, interpret=False, columns=SUM_COLUMNS, warps=SUM_WARPS):
     """``partials.sum(axis=0).astype(dtype)`` for float32 ``(R, C)`` partial sums (the
-    bias gradient's), by one Triton kernel, in a fixed order."""
-    rows, columns = partials.shape
+    bias gradient's), by one Triton kernel, in a fixed order: programs of ``warps`` warps
+    summing ``columns`` columns each (a power of two)."""
+    rows, width = partials.shape
+    block = (min(SUM_ROWS, next_power_of_2(rows)), columns)
     return pl.pallas_call(
-        functools.partial(_sum_rows_kernel, rows=rows, columns=columns),
-        out_shape=jax.ShapeDtypeStruct((columns,), dtype),
-        grid=(pl.cdiv(columns, SUM_COLUMNS),),
-        compiler_params=pltriton.CompilerParams(num_warps=4, num_stages=1),
+        functools.partial(_sum_rows_kernel, rows=rows, columns=width, block=block),
+        out_shape=jax.ShapeDtypeStruct((width,), dtype),
+        grid=(pl.cdiv(width, columns),),
+        compiler_params=pltriton.CompilerParams(num_warps=warps, num_stages=1),
         interpret=interpret,
         name="swiglu_sum_rows_triton",
     )(partials)
