@@ -327,6 +327,53 @@ def bias_sum_candidates(rows, hidden, dtype):
     return found
 
 
+UNROLLS = [2, 4, 8]
+UNROLL_TILES = {  # rows, columns, warps, row steps: the defaults (session 15) and one more
+    "bfloat16": [(16, 128, 4, 8), (16, 128, 4, 4)],
+    "float32": [(32, 128, 4, 4), (32, 128, 4, 8)],
+}
+
+
+def _with_unroll(make, unroll: int):
+    """``make()``'s function, traced (at its first call) with ``ROW_STEP_UNROLL`` set."""
+
+    def made():
+        fn = make()
+
+        def call(*args):
+            saved = kernels.ROW_STEP_UNROLL
+            kernels.ROW_STEP_UNROLL = unroll
+            try:
+                return fn(*args)
+            finally:
+                kernels.ROW_STEP_UNROLL = saved
+
+        return call
+
+    return made
+
+
+def bias_unroll_candidates(rows, hidden, dtype):
+    """The bias backward's row-step loop written out ``unroll`` steps an iteration (whole,
+    or in parts), so that the compiler may issue a later step's loads before an earlier
+    step's arithmetic (Triton does not pipeline these loops: session 10's stages)."""
+    opts = Options()
+    dt = jnp.dtype(dtype)
+
+    def whole(config=None):
+        return _jax(lambda g, y, b: kernels.backward(
+            g, y.reshape(rows, 2, hidden), b.reshape(2, hidden), None, opts, dy_dtype=dt,
+            config=config)[:2])  # fmt: skip
+
+    found = {}
+    for bn, bh, w, steps in UNROLL_TILES[dtype]:
+        config = BlockConfig(bn, bh, num_warps=w, row_steps=steps)
+        for unroll in [1] + [u for u in UNROLLS if u <= steps]:
+            name = f"{bn}x{bh} w{w} s{steps} u{unroll}"
+            found[name] = _with_unroll(functools.partial(whole, config), unroll)
+    return found
+
+
 # Session 13 also measured 2-row strips, which the kernel refuses since session 14 (its
 # blocks give each of 4 warps whole rows).
 STREAM_STRIPS = {  # columns, rows a step, stages, steps (the 4 x 256 rows: the default)
@@ -820,6 +867,7 @@ def parts(out: str) -> dict:
         ),
         "bias_steps": ("bias_bwd", STEP_SIZES, bias_steps_candidates),
         "bias_sum": ("bias_bwd", SUM_SIZES, bias_sum_candidates),
+        "bias_unroll": ("bias_bwd", SUM_SIZES, bias_unroll_candidates),
         "streamed_bias": ("bias_bwd", STEP_SIZES, streamed_bias_candidates),
         "streamed_fwd": ("fwd", STEP_SIZES, streamed_fwd_candidates),
         "streamed_weighted": ("weighted_bwd", STEP_SIZES, streamed_weighted_candidates),
