@@ -327,50 +327,64 @@ def bias_sum_candidates(rows, hidden, dtype):
     return found
 
 
-UNROLLS = [2, 4, 8]
-UNROLL_TILES = {  # rows, columns, warps, row steps: the defaults (session 15) and one more
-    "bfloat16": [(16, 128, 4, 8), (16, 128, 4, 4)],
-    "float32": [(32, 128, 4, 4), (32, 128, 4, 8)],
+ANATOMY_TILES = {  # rows, columns, warps, row steps: the default and a wider strip
+    "bfloat16": [(16, 128, 4, 8), (8, 256, 4, 8)],
+    "float32": [(32, 128, 4, 8), (16, 256, 4, 8)],
 }
 
 
-def _with_unroll(make, unroll: int):
-    """``make()``'s function, traced (at its first call) with ``ROW_STEP_UNROLL`` set."""
+@contextlib.contextmanager
+def _bias_unloaded():
+    """The bias kernel with its bias read as zeros and never loaded (wrong sums, the
+    right loads, arithmetic and stores but the bias's): what the bias's load costs."""
+    saved = kernels._Tile.load_bias
+    kernels._Tile.load_bias = lambda self, ref: (0.0, 0.0)
+    try:
+        yield
+    finally:
+        kernels._Tile.load_bias = saved
+
+
+def _traced_in(context, make):
+    """``make()``'s function, called (so traced, at its first call) inside ``context()``."""
 
     def made():
         fn = make()
 
         def call(*args):
-            saved = kernels.ROW_STEP_UNROLL
-            kernels.ROW_STEP_UNROLL = unroll
-            try:
+            with context():
                 return fn(*args)
-            finally:
-                kernels.ROW_STEP_UNROLL = saved
 
         return call
 
     return made
 
 
-def bias_unroll_candidates(rows, hidden, dtype):
-    """The bias backward's row-step loop written out ``unroll`` steps an iteration (whole,
-    or in parts), so that the compiler may issue a later step's loads before an earlier
-    step's arithmetic (Triton does not pipeline these loops: session 10's stages)."""
+def bias_anatomy_candidates(rows, hidden, dtype):
+    """Where the bias kernel's time goes against the plain backward's, at every size
+    (partials' kernel only, no sum): the plain backward in the bias's tile, one step a
+    program and in its row-step loop; the bias kernel without the bias's load; the bias
+    kernel."""
     opts = Options()
+    y3 = lambda y: y.reshape(rows, 2, hidden)
     dt = jnp.dtype(dtype)
 
-    def whole(config=None):
-        return _jax(lambda g, y, b: kernels.backward(
-            g, y.reshape(rows, 2, hidden), b.reshape(2, hidden), None, opts, dy_dtype=dt,
-            config=config)[:2])  # fmt: skip
+    def kernel(config=None, bias=True):
+        return _jax(lambda g, y, b: kernels.backward_partials(
+            g, y3(y), b.reshape(2, hidden) if bias else None, None, opts, dy_dtype=dt,
+            config=config)[:2 if bias else 1])  # fmt: skip
 
-    found = {}
-    for bn, bh, w, steps in UNROLL_TILES[dtype]:
+    found = {"plain, own tile": functools.partial(kernel, bias=False)}
+    for bn, bh, w, steps in ANATOMY_TILES[dtype]:
+        tile = f"{bn}x{bh} w{w}"
+        for s in (1, steps):
+            config = BlockConfig(bn, bh, num_warps=w, row_steps=s)
+            found[f"plain {tile} s{s}"] = functools.partial(kernel, config, bias=False)
         config = BlockConfig(bn, bh, num_warps=w, row_steps=steps)
-        for unroll in [1] + [u for u in UNROLLS if u <= steps]:
-            name = f"{bn}x{bh} w{w} s{steps} u{unroll}"
-            found[name] = _with_unroll(functools.partial(whole, config), unroll)
+        found[f"bias unloaded {tile} s{steps}"] = _traced_in(
+            _bias_unloaded, functools.partial(kernel, config)
+        )
+        found[f"bias {tile} s{steps}"] = functools.partial(kernel, config)
     return found
 
 
@@ -867,7 +881,7 @@ def parts(out: str) -> dict:
         ),
         "bias_steps": ("bias_bwd", STEP_SIZES, bias_steps_candidates),
         "bias_sum": ("bias_bwd", SUM_SIZES, bias_sum_candidates),
-        "bias_unroll": ("bias_bwd", SUM_SIZES, bias_unroll_candidates),
+        "bias_anatomy": ("bias_bwd", SUM_SIZES, bias_anatomy_candidates),
         "streamed_bias": ("bias_bwd", STEP_SIZES, streamed_bias_candidates),
         "streamed_fwd": ("fwd", STEP_SIZES, streamed_fwd_candidates),
         "streamed_weighted": ("weighted_bwd", STEP_SIZES, streamed_weighted_candidates),

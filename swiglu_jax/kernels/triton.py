@@ -98,8 +98,6 @@ SMALL_GRID_ELEMENTS_PER_THREAD = 4
 # 97.4 (direct launch, was 88.5 / 93.3 / 96.6: within noise). One tile for both.
 REDUCING_TILE = (32, 128, 4, 4)  # rows, columns, warps, row steps
 REDUCING_TILE_16BIT = (16, 128, 4, 8)
-# Row steps a loop iteration writes out (the loop then runs row_steps / it times).
-ROW_STEP_UNROLL = 1
 
 
 def default_config(
@@ -555,17 +553,12 @@ def _backward_kernel(
     else:
         first = group.i * row_steps
 
-        unroll = ROW_STEP_UNROLL if row_steps % ROW_STEP_UNROLL == 0 else 1
-
-        def steps(k, sums):  # `unroll` steps, written out
-            for u in range(unroll):
-                terms = compute(group.at_row_block(first + k * unroll + u))
-                sums = tuple(s + t for s, t in zip(sums, terms, strict=True)) if has_bias else ()
-            return sums
+        def step(k, sums):
+            terms = compute(group.at_row_block(first + k))
+            return tuple(s + t for s, t in zip(sums, terms, strict=True)) if has_bias else ()
 
         zeros = jnp.zeros(group.mask.shape, jnp.float32)
-        init = (zeros, zeros) if has_bias else ()
-        terms = jax.lax.fori_loop(0, row_steps // unroll, steps, init)
+        terms = jax.lax.fori_loop(0, row_steps, step, (zeros, zeros) if has_bias else ())
     if has_bias:  # (row groups, 2H)
         row = pl.ds(group.i, 1)
         for cols, d in zip((group.gate, group.linear), terms, strict=True):
