@@ -388,6 +388,53 @@ def bias_anatomy_candidates(rows, hidden, dtype):
     return found
 
 
+STRIDED_TILES = {  # rows, columns, warps, row steps
+    "bfloat16": [(16, 128, 4, 8), (16, 128, 4, 16), (8, 256, 4, 8)],
+    "float32": [(32, 128, 4, 4), (32, 128, 4, 8), (32, 128, 4, 16)],
+}
+
+
+@contextlib.contextmanager
+def _row_steps_strided(strided: bool):
+    saved = kernels.ROW_STEPS_STRIDED
+    kernels.ROW_STEPS_STRIDED = strided
+    try:
+        yield
+    finally:
+        kernels.ROW_STEPS_STRIDED = saved
+
+
+def bias_strided_candidates(rows, hidden, dtype):
+    """The row-step loop's row blocks taken contiguously (``i * steps + k``, the
+    programs running together spread over row groups ``bn * steps`` rows apart) or
+    strided (``i + k * groups``: together they sweep neighbouring row blocks, as one-step
+    programs do). Session 15's ``bias_anatomy``: the loop, not the bias, costs the plain
+    kernel 2-7% in the bias's tile; the grid's order of hidden blocks first is worth as
+    much (``_grid``). The plain backward in the loop, and the whole bias op."""
+    opts = Options()
+    y3 = lambda y: y.reshape(rows, 2, hidden)
+    dt = jnp.dtype(dtype)
+
+    def kernel(config=None, bias=True):
+        return _jax(lambda g, y, b: kernels.backward(
+            g, y3(y), b.reshape(2, hidden) if bias else None, None, opts, dy_dtype=dt,
+            config=config)[:2 if bias else 1])  # fmt: skip
+
+    found = {"plain, own tile": functools.partial(kernel, bias=False)}
+    for n, (bn, bh, w, steps) in enumerate(STRIDED_TILES[dtype]):
+        config = BlockConfig(bn, bh, num_warps=w, row_steps=steps)
+        tile = f"{bn}x{bh} w{w} s{steps}"
+        for strided in (False, True):
+            order = "strided" if strided else "contiguous"
+            context = functools.partial(_row_steps_strided, strided)
+            if n == 0:
+                found[f"plain {tile} {order}"] = _traced_in(
+                    context, functools.partial(kernel, config, bias=False)
+                )
+            found[f"bias {tile} {order}"] = _traced_in(context, functools.partial(kernel, config))
+    return found
+
+
 # Session 13 also measured 2-row strips, which the kernel refuses since session 14 (its
 # blocks give each of 4 warps whole rows).
 STREAM_STRIPS = {  # columns, rows a step, stages, steps (the 4 x 256 rows: the default)
@@ -882,6 +929,7 @@ def parts(out: str) -> dict:
         "bias_steps": ("bias_bwd", STEP_SIZES, bias_steps_candidates),
         "bias_sum": ("bias_bwd", SUM_SIZES, bias_sum_candidates),
         "bias_anatomy": ("bias_bwd", SUM_SIZES, bias_anatomy_candidates),
+        "bias_strided": ("bias_bwd", SUM_SIZES, bias_strided_candidates),
         "streamed_bias": ("bias_bwd", STEP_SIZES, streamed_bias_candidates),
         "streamed_fwd": ("fwd", STEP_SIZES, streamed_fwd_candidates),
         "streamed_weighted": ("weighted_bwd", STEP_SIZES, streamed_weighted_candidates),

@@ -98,6 +98,10 @@ SMALL_GRID_ELEMENTS_PER_THREAD = 4
 # 97.4 (direct launch, was 88.5 / 93.3 / 96.6: within noise). One tile for both.
 REDUCING_TILE = (32, 128, 4, 4)  # rows, columns, warps, row steps
 REDUCING_TILE_16BIT = (16, 128, 4, 8)
+# Which row blocks program (j, i) of a reducing kernel takes: i + k * (row groups) for
+# k < row_steps (strided), so that the programs running together work on neighbouring
+# row blocks as one-step programs do, or i * row_steps + k (contiguous).
+ROW_STEPS_STRIDED = False
 
 
 def default_config(
@@ -551,10 +555,12 @@ def _backward_kernel(
     if row_steps == 1:
         terms = compute(group)
     else:
-        first = group.i * row_steps
+        rows, _, bn, _ = tile
+        groups = pl.cdiv(rows, bn * row_steps)  # the grid's row groups: see ROW_STEPS_STRIDED
 
         def step(k, sums):
-            terms = compute(group.at_row_block(first + k))
+            i = group.i + k * groups if ROW_STEPS_STRIDED else group.i * row_steps + k
+            terms = compute(group.at_row_block(i))
             return tuple(s + t for s, t in zip(sums, terms, strict=True)) if has_bias else ()
 
         zeros = jnp.zeros(group.mask.shape, jnp.float32)
