@@ -110,17 +110,20 @@ STEPPED_TILES = BlockConfig(block_rows=8, block_hidden=16, row_steps=3)
 @pytest.mark.parametrize("rows", [1, 24, 37, 70])
 def test_row_steps(rng, rows, variant, save_fp8):
     """Row groups of 3 x 8 rows: one group partly filled, exactly one, ragged, several;
-    against the reference, and the bias partials one row a group."""
+    against the reference, and the bias partials one row a group, each program's row
+    blocks strided by the number of groups."""
     check(rng, rows, 40, jnp.bfloat16, variant, OPTIONS["clamp"], STEPPED_TILES, save_fp8)
     y, bias, weights, g = make(rng, rows, 40, jnp.float32, *VARIANTS[variant])
     dy, dbias, _ = kernels.backward_partials(
         g, y, bias, weights, Options(), dy_dtype=jnp.float32, interpret=True,
         config=STEPPED_TILES,
     )  # fmt: skip
-    if bias is not None:
-        assert dbias.shape == (-(-rows // 24), 80)
-        np.testing.assert_allclose(dbias.sum(axis=0), np.asarray(dy).sum(axis=0).reshape(-1),
-                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+    if bias is not None:  # partial row i: row blocks i, i + G, i + 2G of G groups
+        groups = -(-rows // 24)
+        assert dbias.shape == (groups, 80)
+        blocks = np.asarray(dy).reshape(rows, 80)
+        blocks = np.pad(blocks, ((0, 24 * groups - rows), (0, 0))).reshape(3, groups, 8, 80)
+        np.testing.assert_allclose(dbias, blocks.sum(axis=(0, 2)), rtol=1e-5, atol=1e-5)
 
 
 def test_row_steps_lower_for_cuda(rng):
@@ -407,7 +410,7 @@ def test_default_config_serves_all_sizes(whole_rows, stores_fp8):
     assert backward(bias=False, weights=True) == BlockConfig(1, 2048, num_warps=16)
     assert backward(bias=True, weights=True) == BlockConfig(16, 128, num_warps=4, row_steps=8)
     assert backward(jnp.float32, bias=True, weights=False) == BlockConfig(
-        32, 128, num_warps=4, row_steps=4
+        32, 128, num_warps=4, row_steps=8
     )
     assert backward(bias=False, weights=False) == BlockConfig(1, 1024, num_warps=8)
 

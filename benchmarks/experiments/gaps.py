@@ -74,6 +74,25 @@ Parts (``--parts``, comma-separated):
   and 71 registers or fewer. Prediction: the default's 122 registers and one wave at
   25% occupancy (ncu) hold the kernel back. Outcome: wrong, the kernel alone takes
   31.7-32.8 us in every tile.
+- ``bias_sum`` (session 15): the bias backward's second launch, ``sum_rows``, in six
+  strips (32-512 columns, 1-8 warps) and as XLA's fused sum and cast, and the row steps
+  from 4 to 32. Outcome: the sum takes 1.5-2.2 us at 4096 tokens whatever does it (XLA
+  the same to 0.1 us), growing with the partials; more steps than the default halve it
+  but slow the loop (16 steps at 4096 x 4096 bf16: 74%). Float32 with 8 steps +0.2 to
+  +0.7 points at every size.
+- ``bias_unroll`` (session 15; its code, a constant of the kernel, was removed after the
+  run; commit 839bb0d has it): the row-step loop written out 2, 4 or 8 steps an
+  iteration. Prediction: the compiler issues a later step's loads before an earlier
+  step's arithmetic. Outcome: wrong: 2 level, 4 and 8 slower by 3-30 points.
+- ``bias_anatomy``: the plain backward in the bias's tile with one step a program and
+  with the loop, the bias kernel with its bias never loaded, the bias kernel. Outcome
+  (session 15): the loop costs the plain kernel 2-7% (16 x 128, 8 steps against one:
+  4096 x 8192 bf16 62.4 against 57.3 us), the bias itself nothing.
+- ``bias_strided`` (session 15; applied, so its switch and candidates are gone): each
+  program's row blocks ``i + k * groups`` instead of ``i * steps + k``, so that the
+  programs running together sweep neighbouring rows. Outcome: bf16 +1.5 to +2.2 points
+  from 4096 x 4096 to 8192 x 8192 (83.2 -> 85.0, 87.7 -> 89.9, 91.5 -> 93.1), level at
+  8192 x 28672; float32 +0.2 to +2.1; the plain kernel in the loop +0.7 to +3.3.
 - ``segments`` (sessions 11-12): the scaled store's sweep in one-warp segments against
   the tiles' sweep on the JAX path, with several tiles a dtype (float32 included).
   Prediction: float32 with 16 warps keeps two programs an SM at 40 registers and gains
@@ -385,53 +404,6 @@ def bias_anatomy_candidates(rows, hidden, dtype):
             _bias_unloaded, functools.partial(kernel, config)
         )
         found[f"bias {tile} s{steps}"] = functools.partial(kernel, config)
-    return found
-
-
-STRIDED_TILES = {  # rows, columns, warps, row steps
-    "bfloat16": [(16, 128, 4, 8), (16, 128, 4, 16), (8, 256, 4, 8)],
-    "float32": [(32, 128, 4, 4), (32, 128, 4, 8), (32, 128, 4, 16)],
-}
-
-
-@contextlib.contextmanager
-def _row_steps_strided(strided: bool):
-    saved = kernels.ROW_STEPS_STRIDED
-    kernels.ROW_STEPS_STRIDED = strided
-    try:
-        yield
-    finally:
-        kernels.ROW_STEPS_STRIDED = saved
-
-
-def bias_strided_candidates(rows, hidden, dtype):
-    """The row-step loop's row blocks taken contiguously (``i * steps + k``, the
-    programs running together spread over row groups ``bn * steps`` rows apart) or
-    strided (``i + k * groups``: together they sweep neighbouring row blocks, as one-step
-    programs do). Session 15's ``bias_anatomy``: the loop, not the bias, costs the plain
-    kernel 2-7% in the bias's tile; the grid's order of hidden blocks first is worth as
-    much (``_grid``). The plain backward in the loop, and the whole bias op."""
-    opts = Options()
-    y3 = lambda y: y.reshape(rows, 2, hidden)
-    dt = jnp.dtype(dtype)
-
-    def kernel(config=None, bias=True):
-        return _jax(lambda g, y, b: kernels.backward(
-            g, y3(y), b.reshape(2, hidden) if bias else None, None, opts, dy_dtype=dt,
-            config=config)[:2 if bias else 1])  # fmt: skip
-
-    found = {"plain, own tile": functools.partial(kernel, bias=False)}
-    for n, (bn, bh, w, steps) in enumerate(STRIDED_TILES[dtype]):
-        config = BlockConfig(bn, bh, num_warps=w, row_steps=steps)
-        tile = f"{bn}x{bh} w{w} s{steps}"
-        for strided in (False, True):
-            order = "strided" if strided else "contiguous"
-            context = functools.partial(_row_steps_strided, strided)
-            if n == 0:
-                found[f"plain {tile} {order}"] = _traced_in(
-                    context, functools.partial(kernel, config, bias=False)
-                )
-            found[f"bias {tile} {order}"] = _traced_in(context, functools.partial(kernel, config))
     return found
 
 
@@ -929,7 +901,6 @@ def parts(out: str) -> dict:
         "bias_steps": ("bias_bwd", STEP_SIZES, bias_steps_candidates),
         "bias_sum": ("bias_bwd", SUM_SIZES, bias_sum_candidates),
         "bias_anatomy": ("bias_bwd", SUM_SIZES, bias_anatomy_candidates),
-        "bias_strided": ("bias_bwd", SUM_SIZES, bias_strided_candidates),
         "streamed_bias": ("bias_bwd", STEP_SIZES, streamed_bias_candidates),
         "streamed_fwd": ("fwd", STEP_SIZES, streamed_fwd_candidates),
         "streamed_weighted": ("weighted_bwd", STEP_SIZES, streamed_weighted_candidates),

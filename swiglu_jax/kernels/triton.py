@@ -96,12 +96,15 @@ SMALL_GRID_ELEMENTS_PER_THREAD = 4
 # read 79.0 / 86.3 / 94.3 and 73.1 / 83.2 / 92.1; 32 x 128 with 4 warps and 4 steps in
 # float32 read 89.3 / 93.3 / 97.2 (JAX path, was 86.5 / 91.8 / 96.8) and 87.0 / 92.9 /
 # 97.4 (direct launch, was 88.5 / 93.3 / 96.6: within noise). One tile for both.
-REDUCING_TILE = (32, 128, 4, 4)  # rows, columns, warps, row steps
+# Session 15 (JAX path, H100): the loop, not the bias, is what these kernels lose to the
+# plain backward (the plain kernel in this tile reads 2-7% less with 8 steps than with
+# one); taking each program's row blocks strided (see _backward_kernel) won back 1-2
+# points in 16-bit types at 4096 x 4096 to 8192 x 8192 (level at 8192 x 28672), and
+# float32 with 8 steps 0.4-2.1 at every size: 91.5 / 94.0 / 96.5 / 97.5% at 4096 x
+# 4096, 4096 x 8192, 8192 x 8192 and 8192 x 28672, where 4 contiguous steps read 89.4 /
+# 93.5 / 95.4 / 97.1.
+REDUCING_TILE = (32, 128, 4, 8)  # rows, columns, warps, row steps
 REDUCING_TILE_16BIT = (16, 128, 4, 8)
-# Which row blocks program (j, i) of a reducing kernel takes: i + k * (row groups) for
-# k < row_steps (strided), so that the programs running together work on neighbouring
-# row blocks as one-step programs do, or i * row_steps + k (contiguous).
-ROW_STEPS_STRIDED = False
 
 
 def default_config(
@@ -519,10 +522,11 @@ def _backward_kernel(
     has_scale: bool,
 ):  # fmt: skip
     """Refs: ``g, y, [bias], [weights], [y_scale]``, then ``dy, [dbias partials],
-    [dweights partials]``. Program ``(j, i)`` computes the ``row_steps`` tiles of row
-    blocks ``i * row_steps + [0, row_steps)`` (a loop where there are several), adding
-    their bias-gradient terms in registers, and sums those over rows once: partial row
-    ``i``."""
+    [dweights partials]``. Program ``(j, i)`` of a grid of ``G`` row groups computes the
+    ``row_steps`` tiles of row blocks ``i + k * G`` (a loop where there are several: the
+    programs running together then work on neighbouring row blocks, as one-step programs
+    do; blocks past the end are masked), adding their bias-gradient terms in registers,
+    and sums those over rows once: partial row ``i``."""
     take = _taker(refs)
     g_ref, y_ref, bias_ref, weights_ref = take(), take(), take(has_bias), take(has_weights)
     scale_ref = take(has_scale)
@@ -556,11 +560,10 @@ def _backward_kernel(
         terms = compute(group)
     else:
         rows, _, bn, _ = tile
-        groups = pl.cdiv(rows, bn * row_steps)  # the grid's row groups: see ROW_STEPS_STRIDED
+        groups = pl.cdiv(rows, bn * row_steps)  # the grid's row groups
 
         def step(k, sums):
-            i = group.i + k * groups if ROW_STEPS_STRIDED else group.i * row_steps + k
-            terms = compute(group.at_row_block(i))
+            terms = compute(group.at_row_block(group.i + k * groups))
             return tuple(s + t for s, t in zip(sums, terms, strict=True)) if has_bias else ()
 
         zeros = jnp.zeros(group.mask.shape, jnp.float32)
