@@ -158,8 +158,11 @@ def _streamed_kernel(
     the ``per_row`` float32 ``(N,)`` inputs (token weights, fp8 scales), ``bias (2, H)``
     (when ``has_bias``), the ``outs`` outputs, ``partials (row groups, sums, H')`` (when
     ``sums``), the ``row_outs`` per-row partials ``(strips, row groups, window)``, then
-    the scratch. Instance ``(group, j)`` computes row blocks ``group * row_steps + [0,
-    row_steps)`` of the strip ``j``; ``block(load, inputs, scalars, outputs, bias)`` one
+    the scratch. Instance ``(group, j)`` of ``G`` row groups computes row blocks ``group +
+    k * G`` for ``k < row_steps`` of the strip ``j`` (strided, so that the instances
+    running together work on neighbouring rows), or ``group * row_steps + [0,
+    row_steps)`` where its rows' values and outputs come in one window (``per_row``,
+    ``row_outs``); ``block(load, inputs, scalars, outputs, bias)`` one
     box of one block: it loads its ``inputs`` (shared-memory blocks) with ``load``,
     stores its ``outputs``, and returns its ``sums`` terms (blocks) and its ``row_outs``
     terms (a value a row); ``scalars`` are the block's per-row values, broadcast."""
@@ -182,10 +185,15 @@ def _streamed_kernel(
     strip = lax.axis_index(STREAM_GRID_NAMES[1])
     boxes = [pl.ds(strip * bh + q * box, box) for q in range(bh // box)]
     first = group * steps
-    count = jnp.minimum(steps, row_blocks - first)  # >= 1: no group is empty
+    groups = pl.cdiv(row_blocks, steps)
+    strided = not (per_row or row_outs)
+    if strided:  # >= 1 either way: no group is empty
+        count = (row_blocks - group + groups - 1) // groups
+    else:
+        count = jnp.minimum(steps, row_blocks - first)
 
     def block_of(gmem, k, cols):
-        rows = pl.ds((first + k) * br, br)
+        rows = pl.ds((group + k * groups if strided else first + k) * br, br)
         return gmem.at[(rows,) + (slice(None),) * (len(gmem.shape) - 2) + (cols,)]
 
     def fetch(k, slot):
