@@ -81,10 +81,10 @@ def cuda_kernel_backends(dtype) -> tuple[str, ...]:
     """The kernel backends for CUDA, in order of preference, for the local GPU and the
     dtype computed (the output's).
 
-    By measurement on an H100 (benchmarks/RESULTS.md, session 14): Triton first, at
-    83-103% of the copy bandwidth for every op, dtype and size from 4096 x 4096 up,
-    ahead of Mosaic GPU's streamed kernels everywhere: by 2.5-12 points (5 at the
-    median), by 30-40 in the scaled fp8 store, whose row maxima take XLA a second pass.
+    By measurement on an H100 (benchmarks/RESULTS.md, session 15): Triton first, at
+    85-103% of the copy bandwidth for every op, dtype and size from 4096 x 4096 up,
+    ahead of Mosaic GPU's streamed kernels everywhere: by 2.6-12 points (5.4 at the
+    median), by 29-39 in the scaled fp8 store, whose row maxima take XLA a second pass.
     The second backend takes what the first declines (Triton: 8-bit arrays of 2^31
     elements or more). Without a local GPU (lowering for CUDA from a CPU host), the
     portable Triton kernels.
