@@ -407,6 +407,34 @@ def bias_anatomy_candidates(rows, hidden, dtype):
     return found
 
 
+LOOP_SIZES = [(4096, 4096), (8192, 14336)]
+LOOP_STEPS = [1, 2, 4, 8, 16]
+
+
+def loop_steps_candidates(rows, hidden, dtype):
+    """The reducing tile (16 x 128, 4 warps) with 1 to 16 strided row steps a program,
+    the plain backward and the bias kernel (partials only): does what the loop loses
+    grow with the steps (the programs' lifetimes, their drift apart) or come with any
+    loop at all?"""
+    opts = Options()
+    y3 = lambda y: y.reshape(rows, 2, hidden)
+    dt = jnp.dtype(dtype)
+
+    def kernel(config, bias):
+        return _jax(lambda g, y, b: kernels.backward_partials(
+            g, y3(y), b.reshape(2, hidden) if bias else None, None, opts, dy_dtype=dt,
+            config=config)[:2 if bias else 1])  # fmt: skip
+
+    found = {"plain, own tile": lambda: _jax(
+        lambda g, y, b: kernels.backward(g, y3(y), None, None, opts, dy_dtype=dt)[0])}  # fmt: skip
+    for bias in (False, True):
+        for steps in LOOP_STEPS:
+            config = BlockConfig(16, 128, num_warps=4, row_steps=steps)
+            name = f"{'bias' if bias else 'plain'} 16x128 w4 s{steps}"
+            found[name] = functools.partial(kernel, config, bias)
+    return found
+
+
 # Session 13 also measured 2-row strips, which the kernel refuses since session 14 (its
 # blocks give each of 4 warps whole rows).
 STREAM_STRIPS = {  # columns, rows a step, stages, steps (the 4 x 256 rows: the default)
@@ -901,6 +929,7 @@ def parts(out: str) -> dict:
         "bias_steps": ("bias_bwd", STEP_SIZES, bias_steps_candidates),
         "bias_sum": ("bias_bwd", SUM_SIZES, bias_sum_candidates),
         "bias_anatomy": ("bias_bwd", SUM_SIZES, bias_anatomy_candidates),
+        "loop_steps": ("bias_bwd", LOOP_SIZES, loop_steps_candidates),
         "streamed_bias": ("bias_bwd", STEP_SIZES, streamed_bias_candidates),
         "streamed_fwd": ("fwd", STEP_SIZES, streamed_fwd_candidates),
         "streamed_weighted": ("weighted_bwd", STEP_SIZES, streamed_weighted_candidates),
