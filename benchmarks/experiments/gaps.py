@@ -411,7 +411,7 @@ def bias_anatomy_candidates(rows, hidden, dtype):
 
 
 LOOP_SIZES = [(4096, 4096), (8192, 14336)]
-LOOP_STEPS = [1, 2, 4, 8, 16]
+LOOP_STEPS = [1, 2, 4, 8, 16, 32, 64]
 
 
 def loop_steps_candidates(rows, hidden, dtype):
