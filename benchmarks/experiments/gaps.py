@@ -93,9 +93,10 @@ Parts (``--parts``, comma-separated):
   programs running together sweep neighbouring rows. Outcome: bf16 +1.5 to +2.2 points
   from 4096 x 4096 to 8192 x 8192 (83.2 -> 85.0, 87.7 -> 89.9, 91.5 -> 93.1), level at
   8192 x 28672; float32 +0.2 to +2.1; the plain kernel in the loop +0.7 to +3.3.
-- ``loop_steps`` (session 15): the reducing tile with 1 to 16 strided row steps, plain
+- ``loop_steps`` (session 15): the reducing tile with 1 to 64 strided row steps, plain
   and bias kernels. Outcome: the plain kernel's loss grows with the steps (8192 x
-  28672 bf16 100.2 -> 95.5% from 1 to 16): the programs' lifetimes, a wave's tail.
+  28672 bf16 100.2 -> 95.5 -> 92.7% with 1, 16 and 64): the programs' lifetimes, even
+  in one wave of equal programs (64 steps), so not a wave's tail.
 - ``segments`` (sessions 11-12): the scaled store's sweep in one-warp segments against
   the tiles' sweep on the JAX path, with several tiles a dtype (float32 included).
   Prediction: float32 with 16 warps keeps two programs an SM at 40 registers and gains
