@@ -726,8 +726,8 @@ SUM_ROWS = 64
 SUM_WARPS = 4
 
 
-def _sum_rows_kernel(partials_ref, out_ref, *, rows: int, columns: int, block: tuple):
-    block_rows, block_cols = block
+def _sum_rows_kernel(partials_ref, out_ref, *, rows: int, columns: int, block_shape: tuple):
+    block_rows, block_cols = block_shape
     j = pl.program_id(0)
     cols = pl.ds(j * block_cols, block_cols)
     col_ok = (j * block_cols + jax.lax.iota(jnp.int32, block_cols)) < columns
@@ -749,9 +749,9 @@ def sum_rows(partials, dtype, *, interpret=False, columns=SUM_COLUMNS, warps=SUM
     bias gradient's), by one Triton kernel, in a fixed order: programs of ``warps`` warps
     summing ``columns`` columns each (a power of two)."""
     rows, width = partials.shape
-    block = (min(SUM_ROWS, next_power_of_2(rows)), columns)
+    block_shape = (min(SUM_ROWS, next_power_of_2(rows)), columns)
     return pl.pallas_call(
-        functools.partial(_sum_rows_kernel, rows=rows, columns=width, block=block),
+        functools.partial(_sum_rows_kernel, rows=rows, columns=width, block_shape=block_shape),
         out_shape=jax.ShapeDtypeStruct((width,), dtype),
         grid=(pl.cdiv(width, columns),),
         compiler_params=pltriton.CompilerParams(num_warps=warps, num_stages=1),
