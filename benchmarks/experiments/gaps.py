@@ -350,6 +350,15 @@ def bias_sum_candidates(rows, hidden, dtype):
     return found
 
 
+def _kernel_alone(rows, hidden, dtype, config=None, *, bias=True):
+    """The backward's kernel alone (its bias partials not summed), with or without the
+    bias, in ``config`` (``None``: its own tile)."""
+    opts, dt = Options(), jnp.dtype(dtype)
+    return _jax(lambda g, y, b: kernels.backward_partials(
+        g, y.reshape(rows, 2, hidden), b.reshape(2, hidden) if bias else None, None, opts,
+        dy_dtype=dt, config=config)[:2 if bias else 1])  # fmt: skip
+
+
 ANATOMY_TILES = {  # rows, columns, warps, row steps: the default and a wider strip
     "bfloat16": [(16, 128, 4, 8), (8, 256, 4, 8)],
     "float32": [(32, 128, 4, 8), (16, 256, 4, 8)],
@@ -388,15 +397,7 @@ def bias_anatomy_candidates(rows, hidden, dtype):
     (partials' kernel only, no sum): the plain backward in the bias's tile, one step a
     program and in its row-step loop; the bias kernel without the bias's load; the bias
     kernel."""
-    opts = Options()
-    y3 = lambda y: y.reshape(rows, 2, hidden)
-    dt = jnp.dtype(dtype)
-
-    def kernel(config=None, bias=True):
-        return _jax(lambda g, y, b: kernels.backward_partials(
-            g, y3(y), b.reshape(2, hidden) if bias else None, None, opts, dy_dtype=dt,
-            config=config)[:2 if bias else 1])  # fmt: skip
-
+    kernel = functools.partial(_kernel_alone, rows, hidden, dtype)
     found = {"plain, own tile": functools.partial(kernel, bias=False)}
     for bn, bh, w, steps in ANATOMY_TILES[dtype]:
         tile = f"{bn}x{bh} w{w}"
@@ -416,26 +417,16 @@ LOOP_STEPS = [1, 2, 4, 8, 16, 32, 64]
 
 
 def loop_steps_candidates(rows, hidden, dtype):
-    """The reducing tile (16 x 128, 4 warps) with 1 to 16 strided row steps a program,
-    the plain backward and the bias kernel (partials only): does what the loop loses
-    grow with the steps (the programs' lifetimes, their drift apart) or come with any
-    loop at all?"""
-    opts = Options()
-    y3 = lambda y: y.reshape(rows, 2, hidden)
-    dt = jnp.dtype(dtype)
-
-    def kernel(config, bias):
-        return _jax(lambda g, y, b: kernels.backward_partials(
-            g, y3(y), b.reshape(2, hidden) if bias else None, None, opts, dy_dtype=dt,
-            config=config)[:2 if bias else 1])  # fmt: skip
-
-    found = {"plain, own tile": lambda: _jax(
-        lambda g, y, b: kernels.backward(g, y3(y), None, None, opts, dy_dtype=dt)[0])}  # fmt: skip
+    """The reducing tile (16 x 128, 4 warps) with ``LOOP_STEPS`` strided row steps a
+    program, the plain backward and the bias kernel (partials only): does what the loop
+    loses grow with the steps (the programs' lifetimes) or come with any loop at all?"""
+    kernel = functools.partial(_kernel_alone, rows, hidden, dtype)
+    found = {"plain, own tile": functools.partial(kernel, bias=False)}
     for bias in (False, True):
         for steps in LOOP_STEPS:
             config = BlockConfig(16, 128, num_warps=4, row_steps=steps)
             name = f"{'bias' if bias else 'plain'} 16x128 w4 s{steps}"
-            found[name] = functools.partial(kernel, config, bias)
+            found[name] = functools.partial(kernel, config, bias=bias)
     return found
 
 
